@@ -1,0 +1,47 @@
+"""The "Deep Architectures" lecture in Flax NNX: every architecture, channels-last.
+
+Every class has a PyTorch twin of the same name, arguments and state tree in
+:mod:`torch_ref`; :func:`load_torch_state_dict` and :func:`torch_state_dict` move weights
+between them.
+"""
+
+from flax_arch import layers
+from flax_arch.conv import CausalConv1d, Conv1d, ConvMLP, ConvTranspose1d
+from flax_arch.dense import MLP, LinearRegression, LogisticRegression, SoftmaxClassifier
+from flax_arch.embedding import Embedding, OneHotLinear
+from flax_arch.interop import (
+    LoadReport,
+    StateDictError,
+    load_torch_state_dict,
+    to_channels_first,
+    to_channels_last,
+    torch_state_dict,
+)
+from flax_arch.losses import task_loss, vae_loss
+from flax_arch.registry import get_entry, get_model, list_models, register
+
+__all__ = [
+    "layers",
+    "LogisticRegression",
+    "LinearRegression",
+    "SoftmaxClassifier",
+    "MLP",
+    "OneHotLinear",
+    "Embedding",
+    "Conv1d",
+    "CausalConv1d",
+    "ConvMLP",
+    "ConvTranspose1d",
+    "load_torch_state_dict",
+    "torch_state_dict",
+    "StateDictError",
+    "LoadReport",
+    "to_channels_last",
+    "to_channels_first",
+    "task_loss",
+    "vae_loss",
+    "list_models",
+    "get_model",
+    "get_entry",
+    "register",
+]

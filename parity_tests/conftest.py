@@ -1,0 +1,21 @@
+"""Strict numerics for the whole suite: float64 available, no implicit rank promotion,
+full-precision matmuls (TF32 off in torch when a GPU is present)."""
+
+import jax
+import torch
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_default_matmul_precision", "highest")
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+def pytest_terminal_summary(terminalreporter):
+    from parity_tests.harness import ERRORS
+
+    if not ERRORS:
+        return
+    terminalreporter.section("largest parity errors (max|diff| / max(1, max|ref|))")
+    for (family, dtype, what), err in sorted(ERRORS.items()):
+        terminalreporter.write_line(f"{family:12s} {dtype:8s} {what:8s} {err:.2e}")

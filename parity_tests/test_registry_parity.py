@@ -1,0 +1,40 @@
+"""Every registered model against its torch twin: forward, gradients, optimizer steps."""
+
+import numpy as np
+import pytest
+
+import flax_arch
+import torch_ref
+from parity_tests.harness import Pair
+
+MODELS = flax_arch.list_models()
+DTYPES = [np.float64, np.float32]
+
+
+def test_both_registries_list_the_same_models():
+    assert flax_arch.list_models() == torch_ref.list_models()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_forward_and_gradients(name, dtype, train):
+    Pair(name, dtype, train=train).check_forward_and_gradients()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", MODELS)
+def test_optimizer_steps(name, dtype, optimizer):
+    Pair(name, dtype).check_optimizer_steps(optimizer)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_dict_round_trip_is_bit_identical(name):
+    pair = Pair(name, np.float32)
+    back = flax_arch.torch_state_dict(pair.flax)
+    ref = pair.torch.state_dict()
+    assert list(back) and set(back) == set(ref)
+    for key, value in ref.items():
+        assert back[key].dtype == value.numpy().dtype, key
+        np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)

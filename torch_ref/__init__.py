@@ -1,0 +1,28 @@
+"""PyTorch references of the "Deep Architectures" lecture: the slides' code, bugs fixed.
+
+Every class has a Flax NNX twin of the same name and state tree in :mod:`flax_arch`.
+"""
+
+from torch_ref.conv import CausalConv1d, Conv1d, ConvMLP, ConvTranspose1d
+from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxClassifier
+from torch_ref.embedding import Embedding, OneHotLinear
+from torch_ref.losses import task_loss, vae_loss
+from torch_ref.registry import get_model, list_models, register
+
+__all__ = [
+    "LogisticRegression",
+    "LinearRegression",
+    "SoftmaxClassifier",
+    "MLP",
+    "OneHotLinear",
+    "Embedding",
+    "Conv1d",
+    "CausalConv1d",
+    "ConvMLP",
+    "ConvTranspose1d",
+    "task_loss",
+    "vae_loss",
+    "list_models",
+    "get_model",
+    "register",
+]
