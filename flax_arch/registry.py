@@ -75,8 +75,7 @@ class ModelEntry:
 
     ``outputs`` gives the torch layout of each output leaf in order (``jax.tree.leaves``
     order of the Flax output). ``loss`` names a loss of :mod:`flax_arch.losses` /
-    :mod:`torch_ref.losses`, computed against ``Config.target``. ``train_step`` is
-    ``'default'`` (one loss, one optimizer) or ``'gan'`` (the DCGAN step).
+    :mod:`torch_ref.losses`, computed against ``Config.target``.
     """
 
     name: str
@@ -86,7 +85,6 @@ class ModelEntry:
     bench: Config
     outputs: tuple[str, ...]
     loss: str
-    train_step: str = "default"
 
     def config(self, size: str) -> Config:
         if size not in ("test", "bench"):
