@@ -606,8 +606,20 @@ class _MaxPool(_Pool):
     def __call__(self, x: Array) -> Array:
         dims, strides, dil, pads = self._window(x)
         init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-        return lax.reduce_window(x, jnp.array(init, x.dtype), lax.max, dims, strides, pads,
-                                 window_dilation=dil)
+        if all(d == 1 for d in dil):
+            return lax.reduce_window(x, jnp.array(init, x.dtype), lax.max, dims, strides, pads)
+        # JAX cannot differentiate a dilated reduce_window max: take the maximum over one
+        # strided slice per kernel offset instead.
+        xp = jnp.pad(x, pads, constant_values=init)
+        out = [(n + lo + hi - d * (k - 1) - 1) // s + 1
+               for n, (lo, hi), k, s, d in zip(x.shape, pads, dims, strides, dil)]
+        taps = [
+            lax.slice(xp, [o * d for o, d in zip(offset, dil)],
+                      [o * d + (m - 1) * s + 1 for o, d, m, s in zip(offset, dil, out, strides)],
+                      strides)
+            for offset in np.ndindex(*dims)
+        ]
+        return jnp.max(jnp.stack(taps), axis=0)
 
 
 class MaxPool1d(_MaxPool):
@@ -655,7 +667,7 @@ class AvgPool2d(_Pool):
         else:
             cpads = pads[-3:-1]
         count = lax.reduce_window(ones, zero, lax.add, dims[-3:-1], strides[-3:-1], cpads)
-        return total / count[..., None]
+        return total / count.reshape((1,) * (x.ndim - 3) + count.shape + (1,))
 
 
 class AdaptiveAvgPool2d(nnx.Module):

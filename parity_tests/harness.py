@@ -17,7 +17,8 @@ from flax import nnx
 
 import flax_arch
 import torch_ref
-from flax_arch.interop import to_channels_first, to_channels_last
+from flax_arch import registry
+from flax_arch.interop import to_channels_last
 from parity_tests.tolerances import tolerance
 
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -51,23 +52,48 @@ class Pair:
 
     def __init__(self, name: str, dtype=np.float64, size: str = "test", *, seed: int = 0,
                  train: bool = True, batch_size: int | None = None, **overrides):
-        self.entry = flax_arch.get_entry(name)
-        self.dtype = np.dtype(dtype)
-        self.tol = tolerance(self.dtype, self.entry.family)
-        self.record = (self.entry.family, self.dtype.name)
-        kwargs = {**self.entry.config(size).kwargs, **overrides}
+        self.entry = entry = flax_arch.get_entry(name)
+        kwargs = {**entry.config(size).kwargs, **overrides}
         torch.manual_seed(seed)
-        self.torch = torch_ref.get_model(name, **kwargs).to(TORCH_DTYPES[self.dtype])
-        self.flax = flax_arch.get_model(name, rngs=nnx.Rngs(seed), param_dtype=self.dtype, **kwargs)
+        torch_model = torch_ref.get_model(name, **kwargs)
+        flax_model = flax_arch.get_model(name, rngs=nnx.Rngs(seed), param_dtype=np.dtype(dtype),
+                                         **kwargs)
+        cfg = entry.config(size)
+        torch_in, _, target = entry.example_inputs(size, batch_size=batch_size, dtype=dtype,
+                                                   seed=seed + 1)
+        self._setup(torch_model, flax_model, torch_in, cfg.inputs, entry.outputs, dtype,
+                    entry.family, train, entry.loss, target,
+                    cfg.target.layout if cfg.target is not None else None)
+
+    @classmethod
+    def of_modules(cls, torch_model, flax_model, torch_inputs, input_layouts, output_layouts,
+                   dtype=np.float64, *, family: str = "layer", train: bool = True) -> Pair:
+        """A pair of unregistered modules (leaf layers, sweeps): the torch weights are copied
+        into ``flax_model``; inputs are NumPy arrays in torch's layout."""
+        self = cls.__new__(cls)
+        inputs = [registry.Input(np.shape(a), lay, "normal" if np.issubdtype(np.asarray(a).dtype,
+                  np.floating) else "index") for a, lay in zip(torch_inputs, input_layouts)]
+        self._setup(torch_model, flax_model, tuple(np.asarray(a) for a in torch_inputs), inputs,
+                    tuple(output_layouts), dtype, family, train, None, None, None)
+        return self
+
+    def _setup(self, torch_model, flax_model, torch_in, inputs, output_layouts, dtype, family,
+               train, loss, target, target_layout):
+        self.dtype = np.dtype(dtype)
+        self.tol = tolerance(self.dtype, family)
+        self.record = (family, self.dtype.name)
+        self.torch = torch_model.to(TORCH_DTYPES[self.dtype])
+        self.flax = flax_model
         flax_arch.load_torch_state_dict(self.flax, self.torch.state_dict())
         self.torch.train(train)
         self.flax.train() if train else self.flax.eval()
-        cfg = self.entry.config(size)
-        self.layouts = [i.layout for i in cfg.inputs]
-        self.diff = [i.differentiable for i in cfg.inputs]
-        self.torch_in, self.flax_in, self.target = self.entry.example_inputs(
-            size, batch_size=batch_size, dtype=self.dtype, seed=seed + 1)
-        self.target_layout = cfg.target.layout if cfg.target is not None else None
+        self.layouts = [i.layout for i in inputs]
+        self.diff = [i.differentiable for i in inputs]
+        self.torch_in = tuple(a.astype(self.dtype) if np.issubdtype(a.dtype, np.floating) else a
+                              for a in torch_in)
+        self.flax_in = tuple(to_channels_last(a, lay) for a, lay in zip(self.torch_in, self.layouts))
+        self.output_layouts = output_layouts
+        self.loss, self.target, self.target_layout = loss, target, target_layout
 
     # ------------------------------------------------------------------ running
 
@@ -79,15 +105,15 @@ class Pair:
         return jnp.asarray(to_channels_last(self.target, self.target_layout))
 
     def to_flax_layout(self, torch_outs) -> list[np.ndarray]:
-        assert len(torch_outs) == len(self.entry.outputs), "output count != registry outputs"
+        assert len(torch_outs) == len(self.output_layouts), "output count != output layouts"
         return [to_channels_last(t.detach().numpy(), lay)
-                for t, lay in zip(torch_outs, self.entry.outputs)]
+                for t, lay in zip(torch_outs, self.output_layouts)]
 
     def cotangents(self, torch_outs, seed: int = 123) -> tuple[list, list]:
         """Random output cotangents: a loss sum(out * g) that reaches every output."""
         rng = np.random.default_rng(seed)
         gs = [rng.standard_normal(tuple(t.shape)).astype(self.dtype) for t in torch_outs]
-        flax_gs = [jnp.asarray(to_channels_last(g, lay)) for g, lay in zip(gs, self.entry.outputs)]
+        flax_gs = [jnp.asarray(to_channels_last(g, lay)) for g, lay in zip(gs, self.output_layouts)]
         return [torch.from_numpy(g) for g in gs], flax_gs
 
     # ------------------------------------------------------------------ checks
@@ -103,6 +129,7 @@ class Pair:
     def check_forward_and_gradients(self):
         """Outputs, returned states, buffers after the call, and gradients of every parameter
         and float input, through one train- or eval-mode call."""
+        self.torch.zero_grad(set_to_none=True)
         t_in = self.torch_inputs(requires_grad=True)
         t_out = torch_leaves(self.torch(*t_in))
         t_gs, f_gs = self.cotangents(t_out)
@@ -148,7 +175,7 @@ class Pair:
         t_target = torch.from_numpy(self.target)
         f_target = self.flax_target()
         f_in = list(map(jnp.asarray, self.flax_in))
-        name = self.entry.loss
+        name = self.loss
 
         def loss_fn(model):
             return flax_arch.task_loss(name, model(*f_in), f_target)
@@ -162,7 +189,3 @@ class Pair:
             f_opt.update(self.flax, grads)
             assert_close(f_loss, t_loss.detach().numpy(), self.tol, f"loss step {step}", self.record)
         self.check_state(f"{optimizer} step")
-
-
-def flax_to_torch_layout(x, layout: str):
-    return to_channels_first(np.asarray(x), layout)

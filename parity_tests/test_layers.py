@@ -1,0 +1,309 @@
+"""Leaf layers against torch.nn: hyperparameter sweeps, some property-based."""
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flax_arch import layers
+from parity_tests.harness import Pair
+
+F64, F32 = np.float64, np.float32
+RNG = np.random.default_rng(0)
+
+
+def layer_pair(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
+    x = RNG.standard_normal(shape)
+    return Pair.of_modules(torch_layer, flax_layer, [x], [layout], [layout], dtype, train=train)
+
+
+def check(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
+    layer_pair(torch_layer, flax_layer, shape, layout, dtype, train).check_forward_and_gradients()
+
+
+# ------------------------------------------------------------------------------ Linear
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5), (5,)])
+def test_linear(shape, bias, dtype):
+    torch.manual_seed(0)
+    check(torch.nn.Linear(5, 4, bias=bias), layers.Linear(5, 4, bias, rngs=nnx.Rngs(0),
+                                                          param_dtype=dtype), shape, "NC", dtype)
+
+
+# ------------------------------------------------------------------------------ convolutions
+
+CONV1D_CASES = [
+    dict(kernel_size=3),
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=4, stride=2, padding=1),
+    dict(kernel_size=3, dilation=2, padding=2),
+    dict(kernel_size=3, groups=2),
+    dict(kernel_size=3, groups=4),
+    dict(kernel_size=5, padding="same"),
+    dict(kernel_size=4, dilation=3, padding="same"),
+    dict(kernel_size=3, padding="valid", bias=False),
+    dict(kernel_size=3, padding=2, padding_mode="reflect"),
+    dict(kernel_size=3, padding=1, padding_mode="replicate"),
+    dict(kernel_size=3, padding=2, padding_mode="circular"),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("kw", CONV1D_CASES, ids=str)
+def test_conv1d(kw, dtype):
+    torch.manual_seed(0)
+    check(torch.nn.Conv1d(4, 8, **kw), layers.Conv1d(4, 8, **kw, rngs=nnx.Rngs(0),
+                                                     param_dtype=dtype), (2, 4, 11), "NCL", dtype)
+
+
+CONV2D_CASES = [
+    dict(kernel_size=3),
+    dict(kernel_size=(3, 5), padding=(1, 2)),
+    dict(kernel_size=3, stride=(2, 1), padding=1),
+    dict(kernel_size=3, dilation=(2, 1), padding="same"),
+    dict(kernel_size=3, groups=2, bias=False),
+    dict(kernel_size=3, groups=4, stride=2),
+    dict(kernel_size=11, stride=4, padding=2),
+    dict(kernel_size=3, padding=1, padding_mode="reflect"),
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("kw", CONV2D_CASES, ids=str)
+def test_conv2d(kw, dtype):
+    torch.manual_seed(0)
+    check(torch.nn.Conv2d(4, 8, **kw), layers.Conv2d(4, 8, **kw, rngs=nnx.Rngs(0),
+                                                     param_dtype=dtype), (2, 4, 13, 12), "NCHW", dtype)
+
+
+CONVT_CASES = [
+    dict(kernel_size=8, stride=4),
+    dict(kernel_size=3),
+    dict(kernel_size=4, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, output_padding=1),
+    dict(kernel_size=3, stride=1, dilation=2, padding=1),
+    dict(kernel_size=3, stride=3, dilation=2, output_padding=1),
+    dict(kernel_size=4, stride=2, groups=2),
+    dict(kernel_size=3, stride=2, groups=4, bias=False),
+    dict(kernel_size=2, padding=3),  # padding beyond dilation * (k - 1): the output is cropped
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("kw", CONVT_CASES, ids=str)
+def test_conv_transpose1d(kw, dtype):
+    torch.manual_seed(0)
+    check(torch.nn.ConvTranspose1d(4, 8, **kw),
+          layers.ConvTranspose1d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
+          (2, 4, 9), "NCL", dtype)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("kw", CONVT_CASES[:8] + [dict(kernel_size=(4, 3), stride=(2, 1),
+                                                        padding=(1, 0), output_padding=(1, 0))],
+                         ids=str)
+def test_conv_transpose2d(kw, dtype):
+    torch.manual_seed(0)
+    check(torch.nn.ConvTranspose2d(4, 8, **kw),
+          layers.ConvTranspose2d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
+          (2, 4, 6, 5), "NCHW", dtype)
+
+
+def test_unbatched_conv1d_matches_torch():
+    torch.manual_seed(0)
+    t = torch.nn.Conv1d(3, 5, 3).double()
+    f = layers.Conv1d(3, 5, 3, rngs=nnx.Rngs(0), param_dtype=F64)
+    pair = Pair.of_modules(t, f, [RNG.standard_normal((3, 9))], ["CL"], ["CL"])
+    pair.check_forward_and_gradients()
+
+
+@st.composite
+def conv_hyperparameters(draw):
+    groups = draw(st.sampled_from([1, 2, 3]))
+    cin = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    k = draw(st.integers(1, 5))
+    stride = draw(st.integers(1, 3))
+    dilation = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, 3))
+    length = draw(st.integers(dilation * (k - 1) + 1, 16)) 
+    transposed = draw(st.booleans())
+    output_padding = draw(st.integers(0, max(stride, dilation) - 1)) if transposed else 0
+    bias = draw(st.booleans())
+    return dict(groups=groups, cin=cin, cout=cout, k=k, stride=stride, dilation=dilation,
+                padding=padding, length=length, transposed=transposed,
+                output_padding=output_padding, bias=bias)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_hyperparameters())
+def test_conv1d_property_matches_torch(h):
+    """Any valid 1-D (transposed) convolution equals torch's, float64 to 1e-10."""
+    common = dict(stride=h["stride"], padding=h["padding"], dilation=h["dilation"],
+                  groups=h["groups"], bias=h["bias"])
+    if h["transposed"]:
+        common["output_padding"] = h["output_padding"]
+        t_cls, f_cls = torch.nn.ConvTranspose1d, layers.ConvTranspose1d
+    else:
+        t_cls, f_cls = torch.nn.Conv1d, layers.Conv1d
+    torch.manual_seed(0)
+    t = t_cls(h["cin"], h["cout"], h["k"], **common)
+    f = f_cls(h["cin"], h["cout"], h["k"], **common, rngs=nnx.Rngs(0), param_dtype=F64)
+    pair = layer_pair(t, f, (2, h["cin"], h["length"]), "NCL")
+    t_out = t.double()(torch.from_numpy(pair.torch_in[0]))
+    assert f(pair.flax_in[0]).shape == tuple(np.moveaxis(t_out.detach().numpy(), 1, -1).shape)
+    pair.check_forward_and_gradients()
+
+
+# ------------------------------------------------------------------------------ BatchNorm
+
+
+BN_CASES = [
+    dict(),
+    dict(momentum=0.3, eps=1e-3),
+    dict(momentum=None),
+    dict(affine=False),
+    dict(track_running_stats=False),
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("kw", BN_CASES, ids=str)
+@pytest.mark.parametrize("dim,shape,layout", [(1, (6, 5), "NC"), (1, (4, 5, 7), "NCL"),
+                                              (2, (3, 5, 4, 6), "NCHW")])
+def test_batchnorm_train_steps_update_running_stats_as_torch(dim, shape, layout, kw, dtype):
+    """Three train-mode calls (outputs, gradients, running statistics, num_batches_tracked),
+    then an eval-mode call that uses the statistics."""
+    t = getattr(torch.nn, f"BatchNorm{dim}d")(5, **kw)
+    f = getattr(layers, f"BatchNorm{dim}d")(5, **kw, param_dtype=dtype)
+    with torch.no_grad():  # non-trivial affine parameters
+        for p in t.parameters():
+            p.add_(torch.from_numpy(RNG.standard_normal(p.shape)).to(p.dtype))
+    pair = layer_pair(t, f, shape, layout, dtype)
+    for step in range(3):
+        pair.torch_in = (RNG.standard_normal(shape).astype(dtype) * (step + 1) + step,)
+        pair.flax_in = (np.moveaxis(pair.torch_in[0], 1, -1) if layout != "NC" else pair.torch_in[0],)
+        pair.check_forward_and_gradients()
+    pair.torch.eval()
+    pair.flax.eval()
+    pair.check_forward_and_gradients()
+
+
+def test_batchnorm_needs_more_than_one_value_per_channel_in_train_mode():
+    bn = layers.BatchNorm1d(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(np.ones((1, 3), np.float32))
+    bn.eval()
+    assert bn(np.ones((1, 3), np.float32)).shape == (1, 3)
+
+
+# ------------------------------------------------------------------------------ pooling
+
+POOL_CASES = [
+    dict(kernel_size=3, stride=2),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 1), ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("kw", POOL_CASES, ids=str)
+@pytest.mark.parametrize("size", [(9, 9), (10, 7), (8, 13)])
+def test_maxpool2d(kw, size):
+    check(torch.nn.MaxPool2d(**kw), layers.MaxPool2d(**kw), (2, 3, *size), "NCHW")
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, ceil_mode=True),
+                                dict(kernel_size=3, dilation=2, padding=1), dict(kernel_size=2)],
+                         ids=str)
+def test_maxpool1d(kw):
+    check(torch.nn.MaxPool1d(**kw), layers.MaxPool1d(**kw), (2, 3, 12), "NCL")
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(count_include_pad=False), dict(divisor_override=3)],
+                         ids=str)
+@pytest.mark.parametrize("kw", POOL_CASES, ids=str)
+@pytest.mark.parametrize("size", [(9, 9), (10, 7)])
+def test_avgpool2d(kw, extra, size):
+    check(torch.nn.AvgPool2d(**kw, **extra), layers.AvgPool2d(**kw, **extra), (2, 3, *size), "NCHW")
+
+
+@pytest.mark.parametrize("out", [1, (6, 6), (4, 3), (5, None), 7])
+@pytest.mark.parametrize("size", [(6, 6), (13, 10), (7, 7)])
+def test_adaptive_avgpool2d(out, size):
+    check(torch.nn.AdaptiveAvgPool2d(out), layers.AdaptiveAvgPool2d(out), (2, 3, *size), "NCHW")
+
+
+# ------------------------------------------------------------------------------ Embedding
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(padding_idx=3), dict(padding_idx=-1),
+                                dict(max_norm=1.0), dict(max_norm=1.5, norm_type=1.0),
+                                dict(max_norm=2.0, padding_idx=0)], ids=str)
+def test_embedding(kw):
+    """Forward, gradients (none to padding_idx's row), and max_norm's in-place renormalisation
+    of the table (the state is compared after the call)."""
+    torch.manual_seed(0)
+    t = torch.nn.Embedding(12, 5, **kw)
+    f = layers.Embedding(12, 5, **kw, rngs=nnx.Rngs(0), param_dtype=F64)
+    idx = RNG.integers(0, 12, (4, 6))
+    idx[0, :3] = [3, 3, 0]
+    pair = Pair.of_modules(t, f, [idx], ["NL"], ["NLC"])
+    pair.check_forward_and_gradients()
+    if "padding_idx" in kw:
+        row = kw["padding_idx"] % 12
+        np.testing.assert_array_equal(np.asarray(f.weight[...])[row], 0.0)
+
+
+def test_embedding_max_norm_renormalises_the_table_inside_jit():
+    f = layers.Embedding(10, 4, max_norm=0.5, rngs=nnx.Rngs(0))
+    idx = np.array([[1, 2, 2]])
+
+    @nnx.jit
+    def lookup(model, i):
+        return model(i)
+
+    out = lookup(f, idx)
+    norms = np.linalg.norm(np.asarray(f.weight[...]), axis=1)
+    assert np.all(norms[[1, 2]] <= 0.5 + 1e-6) and np.all(norms[[0, 3]] > 0.5)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=-1), 0.5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ Dropout
+
+
+def test_dropout_eval_and_p0_are_identity_and_train_mask_has_torch_statistics():
+    x = np.ones((200, 500), np.float32)
+    for model in (layers.Dropout(0.0), layers.Dropout(0.3)):
+        model.eval() if model.p else model.train()
+        np.testing.assert_array_equal(model(x), x)
+    drop = layers.Dropout(0.3)
+    y = np.asarray(drop(x, rngs=nnx.Rngs(dropout=1)))
+    kept = y != 0
+    # 100,000 Bernoulli(0.7) draws: the kept fraction's standard deviation is 0.0014
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)
+    # the same key gives the same mask; another key another mask
+    np.testing.assert_array_equal(y, drop(x, rngs=nnx.Rngs(dropout=1)))
+    assert np.any(y != np.asarray(drop(x, rngs=nnx.Rngs(dropout=2))))
+    # torch's own mask has the same statistics
+    t = torch.nn.Dropout(0.3)(torch.ones(200, 500))
+    assert abs((t != 0).float().mean().item() - 0.7) < 0.01
+
+
+def test_sequential_indexing_and_state_paths():
+    seq = layers.Sequential(layers.Linear(2, 3, rngs=nnx.Rngs(0)), layers.ReLU(),
+                            layers.Linear(3, 1, rngs=nnx.Rngs(0)))
+    assert len(seq) == 3 and isinstance(seq[-1], layers.Linear)
+    paths = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(seq, nnx.Param))}
+    assert paths == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    with pytest.raises(IndexError):
+        seq[3]
