@@ -2,6 +2,7 @@
 full-precision matmuls (TF32 off in torch when a GPU is present)."""
 
 import jax
+import pytest
 import torch
 
 jax.config.update("jax_enable_x64", True)
@@ -9,6 +10,22 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, each worker hands its largest errors to the controller."""
+    from parity_tests.harness import ERRORS
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["parity_errors"] = [[*k, v] for k, v in ERRORS.items()]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from parity_tests.harness import ERRORS
+
+    for *key, err in getattr(node, "workeroutput", {}).get("parity_errors", []):
+        ERRORS[tuple(key)] = max(ERRORS.get(tuple(key), 0.0), err)
 
 
 def pytest_terminal_summary(terminalreporter):
