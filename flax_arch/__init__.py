@@ -18,6 +18,7 @@ from flax_arch.interop import (
     torch_state_dict,
 )
 from flax_arch.losses import task_loss, vae_loss
+from flax_arch.recurrent import GRU, LSTM, RNN, RNNClassifier
 from flax_arch.registry import get_entry, get_model, list_models, register
 
 __all__ = [
@@ -32,6 +33,10 @@ __all__ = [
     "CausalConv1d",
     "ConvMLP",
     "ConvTranspose1d",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNClassifier",
     "load_torch_state_dict",
     "torch_state_dict",
     "StateDictError",

@@ -44,6 +44,7 @@ def vae_loss(recon: jax.Array, mu: jax.Array, logvar: jax.Array, x: jax.Array) -
 
 LOSSES = {
     "nll": nll_loss,
+    "nll_classes_last": nll_loss,  # classes are always last here; torch's differs
     "cross_entropy": cross_entropy,
     "mse": mse_loss,
     "bce": binary_cross_entropy,

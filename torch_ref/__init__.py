@@ -7,6 +7,7 @@ from torch_ref.conv import CausalConv1d, Conv1d, ConvMLP, ConvTranspose1d
 from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxClassifier
 from torch_ref.embedding import Embedding, OneHotLinear
 from torch_ref.losses import task_loss, vae_loss
+from torch_ref.recurrent import GRU, LSTM, RNN, RNNClassifier
 from torch_ref.registry import get_model, list_models, register
 
 __all__ = [
@@ -20,6 +21,10 @@ __all__ = [
     "CausalConv1d",
     "ConvMLP",
     "ConvTranspose1d",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNClassifier",
     "task_loss",
     "vae_loss",
     "list_models",

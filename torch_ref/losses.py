@@ -18,8 +18,15 @@ def vae_loss(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return bce + kld
 
 
+def nll_loss_classes_last(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``F.nll_loss`` for log-probabilities whose class axis is last, (N, L, C), as a
+    recurrent model's per-step outputs are; target (N, L)."""
+    return F.nll_loss(log_probs.movedim(-1, 1), target)
+
+
 LOSSES = {
     "nll": F.nll_loss,
+    "nll_classes_last": nll_loss_classes_last,
     "cross_entropy": F.cross_entropy,
     "mse": F.mse_loss,
     "bce": F.binary_cross_entropy,
