@@ -19,6 +19,9 @@ from flax_arch.interop import (
 )
 from flax_arch.losses import task_loss, vae_loss
 from flax_arch.recurrent import GRU, LSTM, RNN, RNNClassifier
+from flax_arch.unet import DoubleConv, UNet, UNetUp, unet_output_size
+from flax_arch.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
+from flax_arch.dcgan import Discriminator, GANStepLosses, Generator, adversarial_step, dcgan_optimizers, init_dcgan_weights
 from flax_arch.registry import get_entry, get_model, list_models, register
 
 __all__ = [
@@ -37,6 +40,19 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "UNet",
+    "DoubleConv",
+    "UNetUp",
+    "unet_output_size",
+    "DownConv1dBlock",
+    "UpConv1dBlock",
+    "Conv1dGenerator",
+    "Generator",
+    "Discriminator",
+    "init_dcgan_weights",
+    "dcgan_optimizers",
+    "adversarial_step",
+    "GANStepLosses",
     "load_torch_state_dict",
     "torch_state_dict",
     "StateDictError",

@@ -101,7 +101,9 @@ def _uniform(bound: float):
     """torch's ``U(-bound, bound)`` initialiser."""
 
     def init(key, shape, dtype):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        # drawn flat and reshaped: the same values (threefry counts the flat index), and XLA
+        # compiles one random kernel per size in a fraction of the time a 4-D shape takes
+        return jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound).reshape(shape)
 
     return init
 
@@ -555,14 +557,14 @@ def _pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
     """torch's pooling output size and the extra right padding ceil_mode needs."""
     eff = dilation * (kernel - 1) + 1
     span = size + 2 * padding - eff
-    if span < 0:
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:  # last window must start inside
+        out -= 1
+    if out < 1:  # ceil_mode keeps one window that overhangs a too-small input, as torch does
         raise ValueError(
             f"pooling window {kernel} (dilation {dilation}) is larger than the padded input "
             f"{size} + 2 * {padding}"
         )
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:  # last window must start inside
-        out -= 1
     extra = (out - 1) * stride + eff - (size + 2 * padding)
     return out, max(extra, 0)
 
@@ -606,8 +608,8 @@ class _MaxPool(_Pool):
     def __call__(self, x: Array) -> Array:
         dims, strides, dil, pads = self._window(x)
         init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-        if all(d == 1 for d in dil):
-            return lax.reduce_window(x, jnp.array(init, x.dtype), lax.max, dims, strides, pads)
+        if all(d == 1 for d in dil):  # a concrete init, so that JAX differentiates it under jit
+            return lax.reduce_window(x, np.array(init, x.dtype), lax.max, dims, strides, pads)
         # JAX cannot differentiate a dilated reduce_window max: take the maximum over one
         # strided slice per kernel offset instead.
         xp = jnp.pad(x, pads, constant_values=init)
@@ -652,7 +654,7 @@ class AvgPool2d(_Pool):
 
     def __call__(self, x: Array) -> Array:
         dims, strides, dil, pads = self._window(x)
-        zero = jnp.array(0, x.dtype)
+        zero = np.array(0, x.dtype)  # concrete, so that JAX differentiates it under jit
         total = lax.reduce_window(x, zero, lax.add, dims, strides, pads)
         if self.divisor_override is not None:
             return total / self.divisor_override

@@ -28,9 +28,16 @@ def mse_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def binary_cross_entropy(probs: jax.Array, target: jax.Array, reduction: str = "mean") -> jax.Array:
-    """torch's binary cross-entropy, whose log terms are clamped at -100."""
-    log_p = jnp.maximum(jnp.log(probs), -100.0)
-    log_1mp = jnp.maximum(jnp.log1p(-probs), -100.0)
+    """torch's binary cross-entropy, whose log terms are clamped at -100.
+
+    A probability of exactly 0 or 1 (a saturated sigmoid, e.g. a confident GAN
+    discriminator) gives the clamped term a zero gradient rather than NaN (0 * inf): the
+    logs only see guarded arguments.
+    """
+    above, below = probs > 0, probs < 1
+    log_p = jnp.where(above, jnp.maximum(jnp.log(jnp.where(above, probs, 1.0)), -100.0), -100.0)
+    log_1mp = jnp.where(below, jnp.maximum(jnp.log1p(-jnp.where(below, probs, 0.0)), -100.0),
+                        -100.0)
     loss = -(target * log_p + (1 - target) * log_1mp)
     return jnp.sum(loss) if reduction == "sum" else jnp.mean(loss)
 

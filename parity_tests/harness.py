@@ -19,7 +19,7 @@ import flax_arch
 import torch_ref
 from flax_arch import registry
 from flax_arch.interop import to_channels_last
-from parity_tests.tolerances import tolerance
+from parity_tests.tolerances import adam_eps, tolerance
 
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
@@ -167,8 +167,9 @@ class Pair:
             t_opt = torch.optim.SGD(self.torch.parameters(), lr=lr, momentum=0.9)
             tx = optax.sgd(lr, momentum=0.9)
         elif optimizer == "adam":
-            t_opt = torch.optim.Adam(self.torch.parameters(), lr=lr)
-            tx = optax.adam(lr)
+            eps = adam_eps(self.dtype)
+            t_opt = torch.optim.Adam(self.torch.parameters(), lr=lr, eps=eps)
+            tx = optax.adam(lr, eps=eps)
         else:
             raise ValueError(optimizer)
         f_opt = nnx.Optimizer(self.flax, tx, wrt=nnx.Param)

@@ -29,3 +29,18 @@ def tolerance(dtype, family: str = "") -> float:
     if np.dtype(dtype) == np.float64:
         return FLOAT64
     return FLOAT32["deep" if family in DEEP_FAMILIES else "layer"]
+
+
+# Adam's epsilon in the optimizer-step checks. Adam divides each step by sqrt(v) + eps, so a
+# gradient component g near eps turns rounding in g into a step difference of up to
+# lr * |dg| / eps. float64 (rounding ~1e-16) runs at torch's default eps=1e-8 and so checks
+# the exact formula. In float32 the DCGAN generator's first layers, behind train-mode
+# BatchNorm, have gradient components of ~5e-9 carrying ~4e-11 of rounding: at eps=1e-8 the
+# two sides' parameters differ by ~2e-3 after two steps at lr=1e-2 -- an ill-conditioned
+# check, not a difference in the mathematics (float64 shows the same 1e6 amplification at
+# ~1e-13). float32 runs at eps=1e-6, where the same steps agree to ~5e-6.
+ADAM_EPS = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-6}
+
+
+def adam_eps(dtype) -> float:
+    return ADAM_EPS[np.dtype(dtype)]

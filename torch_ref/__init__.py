@@ -8,6 +8,9 @@ from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxCl
 from torch_ref.embedding import Embedding, OneHotLinear
 from torch_ref.losses import task_loss, vae_loss
 from torch_ref.recurrent import GRU, LSTM, RNN, RNNClassifier
+from torch_ref.unet import DoubleConv, UNet, UNetUp, unet_output_size
+from torch_ref.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
+from torch_ref.dcgan import Discriminator, GANStepLosses, Generator, adversarial_step, dcgan_optimizers, init_dcgan_weights
 from torch_ref.registry import get_model, list_models, register
 
 __all__ = [
@@ -25,6 +28,19 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "UNet",
+    "DoubleConv",
+    "UNetUp",
+    "unet_output_size",
+    "DownConv1dBlock",
+    "UpConv1dBlock",
+    "Conv1dGenerator",
+    "Generator",
+    "Discriminator",
+    "init_dcgan_weights",
+    "dcgan_optimizers",
+    "adversarial_step",
+    "GANStepLosses",
     "task_loss",
     "vae_loss",
     "list_models",
