@@ -417,7 +417,8 @@ class _BatchNorm(nnx.Module):
         if track_running_stats:
             self.running_mean = nnx.BatchStat(jnp.zeros((num_features,), param_dtype))
             self.running_var = nnx.BatchStat(jnp.ones((num_features,), param_dtype))
-            self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int_))
+            count_dtype = jax.dtypes.canonicalize_dtype(np.int64)  # int32 unless x64 is on
+            self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), count_dtype))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
