@@ -19,6 +19,26 @@ from flax_arch.interop import (
 )
 from flax_arch.losses import task_loss, vae_loss
 from flax_arch.recurrent import GRU, LSTM, RNN, RNNClassifier
+from flax_arch.resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResLayer,
+    ResNet,
+    resnet101,
+    resnet152,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnext50_32x4d,
+    wide_resnet50_2,
+)
+from flax_arch.densenet import (
+    DenseNet,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+)
 from flax_arch.unet import DoubleConv, UNet, UNetUp, unet_output_size
 from flax_arch.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
 from flax_arch.dcgan import Discriminator, GANStepLosses, Generator, adversarial_step, dcgan_optimizers, init_dcgan_weights
@@ -40,6 +60,22 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "ResLayer",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "DenseNet",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
     "UNet",
     "DoubleConv",
     "UNetUp",

@@ -19,7 +19,7 @@ import flax_arch
 import torch_ref
 from flax_arch import registry
 from flax_arch.interop import to_channels_last
-from parity_tests.tolerances import adam_eps, tolerance
+from parity_tests.tolerances import ADAM_LR, adam_eps, tolerance
 
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
@@ -167,7 +167,7 @@ class Pair:
             t_opt = torch.optim.SGD(self.torch.parameters(), lr=lr, momentum=0.9)
             tx = optax.sgd(lr, momentum=0.9)
         elif optimizer == "adam":
-            eps = adam_eps(self.dtype)
+            lr, eps = ADAM_LR, adam_eps(self.dtype)
             t_opt = torch.optim.Adam(self.torch.parameters(), lr=lr, eps=eps)
             tx = optax.adam(lr, eps=eps)
         else:

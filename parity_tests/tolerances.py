@@ -39,7 +39,14 @@ def tolerance(dtype, family: str = "") -> float:
 # two sides' parameters differ by ~2e-3 after two steps at lr=1e-2 -- an ill-conditioned
 # check, not a difference in the mathematics (float64 shows the same 1e6 amplification at
 # ~1e-13). float32 runs at eps=1e-6, where the same steps agree to ~5e-6.
+#
+# The same holds for gradients that are zero in exact arithmetic (a conv bias in front of
+# train-mode BatchNorm, a ResNet stem's BatchNorm scale): each side computes rounding noise
+# there, and Adam's first step is ~lr * sign(g). The step difference scales with lr, so the
+# Adam checks run at lr=1e-3 (SGD at 1e-2): a wrong formula still shows at ~1e-3, seven orders
+# above the float64 tolerance.
 ADAM_EPS = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-6}
+ADAM_LR = 1e-3
 
 
 def adam_eps(dtype) -> float:

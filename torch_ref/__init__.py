@@ -8,6 +8,26 @@ from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxCl
 from torch_ref.embedding import Embedding, OneHotLinear
 from torch_ref.losses import task_loss, vae_loss
 from torch_ref.recurrent import GRU, LSTM, RNN, RNNClassifier
+from torch_ref.resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResLayer,
+    ResNet,
+    resnet101,
+    resnet152,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnext50_32x4d,
+    wide_resnet50_2,
+)
+from torch_ref.densenet import (
+    DenseNet,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+)
 from torch_ref.unet import DoubleConv, UNet, UNetUp, unet_output_size
 from torch_ref.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
 from torch_ref.dcgan import Discriminator, GANStepLosses, Generator, adversarial_step, dcgan_optimizers, init_dcgan_weights
@@ -28,6 +48,22 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "ResLayer",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "DenseNet",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
     "UNet",
     "DoubleConv",
     "UNetUp",
