@@ -19,6 +19,7 @@ from flax_arch.interop import (
 )
 from flax_arch.losses import task_loss, vae_loss
 from flax_arch.recurrent import GRU, LSTM, RNN, RNNClassifier
+from flax_arch.qrnn import QRNN, QRNNLayer
 from flax_arch.resnet import (
     BasicBlock,
     Bottleneck,
@@ -60,6 +61,8 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "QRNNLayer",
+    "QRNN",
     "ResLayer",
     "BasicBlock",
     "Bottleneck",

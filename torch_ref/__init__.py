@@ -8,6 +8,7 @@ from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxCl
 from torch_ref.embedding import Embedding, OneHotLinear
 from torch_ref.losses import task_loss, vae_loss
 from torch_ref.recurrent import GRU, LSTM, RNN, RNNClassifier
+from torch_ref.qrnn import QRNN, QRNNLayer
 from torch_ref.resnet import (
     BasicBlock,
     Bottleneck,
@@ -48,6 +49,8 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNNClassifier",
+    "QRNNLayer",
+    "QRNN",
     "ResLayer",
     "BasicBlock",
     "Bottleneck",
