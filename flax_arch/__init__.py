@@ -19,6 +19,9 @@ from flax_arch.interop import (
 )
 from flax_arch.losses import task_loss, vae_loss
 from flax_arch.recurrent import GRU, LSTM, RNN, RNNClassifier
+from flax_arch.autoencoder import AE, VAE
+from flax_arch.alexnet import AlexNet
+from flax_arch.inception import BasicConv2d, GoogLeNet, Inception, InceptionAux
 from flax_arch.qrnn import QRNN, QRNNLayer
 from flax_arch.resnet import (
     BasicBlock,
@@ -63,6 +66,13 @@ __all__ = [
     "RNNClassifier",
     "QRNNLayer",
     "QRNN",
+    "AE",
+    "VAE",
+    "AlexNet",
+    "BasicConv2d",
+    "Inception",
+    "InceptionAux",
+    "GoogLeNet",
     "ResLayer",
     "BasicBlock",
     "Bottleneck",

@@ -8,6 +8,9 @@ from torch_ref.dense import MLP, LinearRegression, LogisticRegression, SoftmaxCl
 from torch_ref.embedding import Embedding, OneHotLinear
 from torch_ref.losses import task_loss, vae_loss
 from torch_ref.recurrent import GRU, LSTM, RNN, RNNClassifier
+from torch_ref.autoencoder import AE, VAE
+from torch_ref.alexnet import AlexNet
+from torch_ref.inception import BasicConv2d, GoogLeNet, Inception, InceptionAux
 from torch_ref.qrnn import QRNN, QRNNLayer
 from torch_ref.resnet import (
     BasicBlock,
@@ -51,6 +54,13 @@ __all__ = [
     "RNNClassifier",
     "QRNNLayer",
     "QRNN",
+    "AE",
+    "VAE",
+    "AlexNet",
+    "BasicConv2d",
+    "Inception",
+    "InceptionAux",
+    "GoogLeNet",
     "ResLayer",
     "BasicBlock",
     "Bottleneck",

@@ -1,0 +1,271 @@
+"""``python -m benchmarks``: every registered model under jit-compiled XLA against eager PyTorch.
+
+Examples::
+
+    python -m benchmarks                          # all models, forward and train, float32
+    python -m benchmarks --quick                  # small sizes: a minute or two on a laptop
+    python -m benchmarks --models mlp,resnet18 --batch-size 1,64 --torch-compile
+    python -m benchmarks --dtype float32,bfloat16 --json out.json --plot out.png
+    python -m benchmarks --list
+
+A model that fails is reported as failed, and the run goes on; unknown names, impossible
+batch sizes and dtypes the device lacks are named and skipped. The exit status is non-zero
+only for usage errors (nothing valid left to run, malformed arguments).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Both libraries share one GPU: JAX must not take 75% of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+USAGE_ERROR = 2
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from benchmarks.device import DTYPES, PRECISIONS
+    from benchmarks.harness import MODES
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Time every registered model, forward and training step, under "
+                    "jit-compiled JAX/XLA against eager PyTorch (and torch.compile).")
+    p.add_argument("--models", nargs="+", default=["all"], metavar="NAME",
+                   help="model names (comma- or space-separated) or 'all' (default)")
+    p.add_argument("--modes", type=_csv, default=list(MODES),
+                   help="comma-separated, from: forward,train (default both)")
+    p.add_argument("--batch-size", type=_csv, default=None, metavar="N[,N...]",
+                   help="batch sizes to time (default: the registry's size per model)")
+    p.add_argument("--dtype", type=_csv, default=["float32"], metavar="DTYPE[,DTYPE]",
+                   help=f"from: {','.join(DTYPES)} (default float32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="highest",
+                   help="float32 matmul precision on both sides (GPU): highest = true "
+                        "float32, tf32 = TF32 tensor cores (default highest)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed samples per side (default 10, --quick 3); cut to fit "
+                        "--budget, never below 1")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls per side first")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="timing budget per model and mode (default 60, --quick 3): "
+                        "slow steps get fewer warm-up calls and repeats")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="start no new model after this many seconds; the rest are reported "
+                        "as skipped")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="also time torch.compile (its compilation timed apart)")
+    p.add_argument("--quick", action="store_true",
+                   help="the registry's small test sizes, 3 repeats, short samples")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="the device's peak GFLOP/s for the roofline (default: derived, see "
+                        "benchmarks/device.py)")
+    p.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the speedups")
+    p.add_argument("--list", action="store_true", help="list the registered models and exit")
+    p.add_argument("--report", nargs="+", metavar="JSON",
+                   help="run nothing: print (and write with --json/--markdown/--plot) the "
+                        "records of earlier runs' JSON files, merged in order")
+    args = p.parse_args(argv)
+
+    args.models = [m for item in args.models for m in _csv(item)]
+    bad = [m for m in args.modes if m not in MODES]
+    if bad or not args.modes:
+        p.error(f"--modes: unknown {bad}; choose from {','.join(MODES)}")
+    bad = [d for d in args.dtype if d not in DTYPES]
+    if bad or not args.dtype:
+        p.error(f"--dtype: unknown {bad}; choose from {','.join(DTYPES)}")
+    if args.batch_size is not None:
+        try:
+            args.batch_size = [int(b) for b in args.batch_size]
+        except ValueError:
+            p.error(f"--batch-size: integers expected, got {','.join(args.batch_size)}")
+    for name in ("repeats", "warmup", "budget", "time_limit", "peak_gflops"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1e-9):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return args
+
+
+def _list_models() -> str:
+    import flax_arch
+    import torch_ref
+
+    twins = set(torch_ref.list_models())
+    lines = []
+    for name in flax_arch.list_models():
+        e = flax_arch.get_entry(name)
+        shapes = " ".join(f"{i.layout}{list(i.shape)}" for i in e.bench.inputs)
+        twin = "" if name in twins else "  (no torch twin registered)"
+        lines.append(f"{name:22s} {e.family:12s} {e.loss:16s} bench inputs {shapes}  "
+                     f"{e.bench.kwargs}{twin}")
+    return "\n".join(lines)
+
+
+def _load_records(paths: list[str]):
+    """The records of earlier runs, merged; None with a message when a file is unusable."""
+    import json
+
+    from benchmarks.harness import Record
+
+    records = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                records += [Record.from_json(r) for r in json.load(f)]
+        except (OSError, ValueError, TypeError) as err:
+            print(f"--report: cannot read records from {path}: {err}", file=sys.stderr)
+            return None
+    return records
+
+
+def _write(records, args, note) -> None:
+    from benchmarks import report
+
+    print(report.table(records))
+    if not records:
+        return
+    if args.json:
+        report.write_json(records, args.json)
+        note(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(records))
+        note(f"wrote {args.markdown}")
+    if args.plot:
+        report.plot(records, args.plot)
+        note(f"wrote {args.plot}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        records = _load_records(args.report)
+        if records is None:
+            return USAGE_ERROR
+        _write(records, args, lambda message: print(message, file=sys.stderr))
+        return 0
+
+    from tqdm import tqdm
+
+    import flax_arch
+    from benchmarks import harness
+    from benchmarks.device import detect
+
+    def note(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    for problem in harness.import_families():
+        note(problem)
+    if args.list:
+        print(_list_models())
+        return 0
+
+    known = flax_arch.list_models()
+    models = known if args.models == ["all"] else list(dict.fromkeys(args.models))
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        note(f"unknown model(s) skipped: {', '.join(unknown)}; registered: {', '.join(known)}")
+    models = [m for m in models if m in known]
+
+    batch_sizes: list[int | None] = [None]
+    if args.batch_size is not None:
+        bad = [b for b in args.batch_size if b < 1]
+        if bad:
+            note(f"impossible batch size(s) skipped: {bad} (a batch holds at least 1 example)")
+        batch_sizes = [b for b in dict.fromkeys(args.batch_size) if b >= 1]
+
+    device = detect()
+    dtypes = []
+    for dtype in dict.fromkeys(args.dtype):
+        ok, why = device.supports(dtype)
+        if ok:
+            dtypes.append(dtype)
+        else:
+            note(f"{dtype} skipped: {why}")
+
+    torch_compile = args.torch_compile
+    if torch_compile:
+        import torch
+
+        if not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported():
+            note("torch.compile is unavailable here (torch._dynamo.is_dynamo_supported() is "
+                 "False); timing eager PyTorch only")
+            torch_compile = False
+
+    if not models or not batch_sizes or not dtypes:
+        missing = [w for w, v in (("model", models), ("batch size", batch_sizes),
+                                  ("dtype", dtypes)) if not v]
+        note(f"nothing to run: no valid {' or '.join(missing)}")
+        return USAGE_ERROR
+
+    quick = args.quick
+    opts = harness.Options(
+        size="test" if quick else "bench",
+        repeats=args.repeats or (3 if quick else 10),
+        warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
+        min_block_s=0.005 if quick else 0.05,
+        budget_s=args.budget or (3.0 if quick else 60.0),
+        torch_compile=torch_compile,
+        precision=args.precision,
+        peak_gflops=args.peak_gflops,
+    )
+    todo = harness.cases(models, dtypes, batch_sizes)
+    note(f"{device.name}: {len(todo)} case(s) x {len(args.modes)} mode(s), "
+         f"{opts.size} sizes; torch threads {device.threads_torch}, XLA threads "
+         f"{device.threads_xla}; 1-min load average {os.getloadavg()[0]:.2f}")
+    if device.platform == "cpu" and os.getloadavg()[0] > device.threads_xla:
+        note(f"warning: the load average exceeds the {device.threads_xla} cores: other "
+             "processes compete for them, and the timings will not be reliable")
+    start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results
+    try:
+        records, interrupted = _run(todo, args, opts, device, note, start)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    elapsed = time.perf_counter() - start
+
+    _write(records, args, note)
+    print(f"wall time: {elapsed:.1f} s")
+    return 130 if interrupted else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run(todo, args, opts, device, note, start):
+    """Every case in turn under a progress bar; returns the records and whether interrupted."""
+    from tqdm import tqdm
+
+    from benchmarks import harness, report
+
+    records: list[harness.Record] = []
+    with tqdm(todo, unit="model", file=sys.stderr, dynamic_ncols=True) as bar:
+        for case in bar:
+            bar.set_postfix_str(f"{case.model} {case.dtype} b={case.batch_size or 'default'}")
+            if args.time_limit is not None and time.perf_counter() - start > args.time_limit:
+                records += harness.skipped(case, args.modes, opts, device,
+                                           f"skipped: --time-limit {args.time_limit:g} s reached")
+                continue
+            try:
+                records += harness.run_case(case, args.modes, opts, device, note)
+            except KeyboardInterrupt:
+                note("interrupted: the results so far follow")
+                return records, True
+            if args.json:
+                report.write_json(records, args.json)
+    return records, False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

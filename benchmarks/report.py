@@ -1,0 +1,173 @@
+"""The results: a text table, a Markdown table, JSON records and a PNG chart of the speedups."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+from benchmarks.harness import Record
+
+__all__ = ["header", "table", "markdown", "write_json", "plot", "geomean"]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def geomean(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def header(records: Sequence[Record]) -> list[str]:
+    """Device, threads, precision, peaks, versions and date: what every number depends on."""
+    if not records:
+        return []
+    r = records[0]
+    v = r.versions
+    lines = [
+        f"device: {r.device}",
+        f"threads: torch {r.threads.get('torch')}, XLA {r.threads.get('xla')}",
+        "precision: " + "; ".join(sorted({x.precision for x in records if x.precision})),
+    ]
+    peaks = sorted({(x.dtype, x.peak_gflops, x.peak_source) for x in records},
+                   key=lambda p: p[0])
+    for dtype, peak, source in peaks:
+        lines.append(f"peak {dtype}: {_fmt(peak, '.1f')} GFLOP/s ({source})")
+    lines.append("versions: " + ", ".join(f"{k} {v[k]}" for k in
+                                          ("jax", "jaxlib", "flax", "optax", "torch", "numpy",
+                                           "python") if k in v))
+    if v.get("XLA_FLAGS"):
+        lines.append(f"XLA_FLAGS: {v['XLA_FLAGS']}")
+    loads = [x.load_avg for x in records if x.load_avg is not None]
+    lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
+                 f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")
+    return lines
+
+
+_COLUMNS = ("model", "mode", "dtype", "batch", "JAX ms", "torch ms", "compile ms",
+            "speedup", "vs compile", "JAX comp s", "GFLOP/s", "% peak", "note")
+
+
+def _row(r: Record) -> list[str]:
+    if r.error is not None:
+        note = f"FAILED: {r.error}"
+    elif r.torch_compile_error is not None:
+        note = f"torch.compile failed: {r.torch_compile_error}"
+    else:
+        note = ""
+    return [r.model, r.mode, r.dtype, _fmt(r.batch_size, "d"), _fmt(r.jax_ms, ".3f"),
+            _fmt(r.torch_eager_ms, ".3f"), _fmt(r.torch_compile_ms, ".3f"),
+            _fmt(r.speedup, ".2f") + ("x" if r.speedup else ""),
+            _fmt(r.speedup_vs_compile, ".2f") + ("x" if r.speedup_vs_compile else ""),
+            _fmt(r.jax_compile_s, ".2f"), _fmt(r.gflops, ".3g"),
+            _fmt(None if r.roofline is None else 100 * r.roofline, ".2g"), note]
+
+
+def _summary(records: Sequence[Record]) -> list[str]:
+    lines = []
+    for key, label in (("speedup", "torch eager / JAX"), ("speedup_vs_compile",
+                                                           "torch.compile / JAX")):
+        by_mode = {}
+        for r in records:
+            if getattr(r, key) is not None:
+                by_mode.setdefault(r.mode, []).append(getattr(r, key))
+        if by_mode:
+            every = [s for ss in by_mode.values() for s in ss]
+            parts = [f"{m} {geomean(ss):.2f}x ({len(ss)})" for m, ss in by_mode.items()]
+            lines.append(f"geometric mean {label}: all {geomean(every):.2f}x; "
+                         + ", ".join(parts) + f"; below 1x: {sum(s < 1 for s in every)}")
+    failed = [r for r in records if r.error is not None]
+    if failed:
+        lines.append(f"failed: {len(failed)} ({', '.join(sorted({r.model for r in failed}))})")
+    return lines
+
+
+def table(records: Sequence[Record]) -> str:
+    """The plain-text table with its header, as printed at the end of a run."""
+    rows = [list(_COLUMNS)] + [_row(r) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = header(records) + [""]
+    for row in rows:
+        cells = [c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells + [row[-1]]).rstrip())
+    return "\n".join(lines + [""] + _summary(records))
+
+
+def markdown(records: Sequence[Record], title: str = "Benchmark results") -> str:
+    lines = [f"# {title}", ""] + [f"- {h}" for h in header(records)] + [
+        "- speedup = torch eager ms / JAX ms; vs compile = torch.compile ms / JAX ms; "
+        "GFLOP/s and % peak are JAX's", "",
+        "| " + " | ".join(_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 3 else "---:" for i in range(len(_COLUMNS) - 1)) + "|---|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in records]
+    return "\n".join(lines + [""] + [f"{s}  " for s in _summary(records)]) + "\n"
+
+
+def write_json(records: Sequence[Record], path: str) -> None:
+    """The records as a JSON list, written atomically (a run rewrites it after every case)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump([r.to_json() for r in records], f, indent=1)
+    os.replace(tmp, path)
+
+
+def plot(records: Sequence[Record], path: str) -> None:
+    """Horizontal bars of the speedup per model and mode, log scale, a line at 1x; a second
+    panel against torch.compile when it was timed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    multi = len({(r.dtype, r.batch_size) for r in records}) > 1
+    labels = []
+    for r in records:
+        label = f"{r.model} ({r.dtype}, b={r.batch_size})" if multi else r.model
+        if label not in labels:
+            labels.append(label)
+    modes = list(dict.fromkeys(r.mode for r in records))
+    panels = [("speedup", "torch eager ms / JAX ms")]
+    if any(r.speedup_vs_compile is not None for r in records):
+        panels.append(("speedup_vs_compile", "torch.compile ms / JAX ms"))
+    height = 0.8 / max(len(modes), 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 1.2 + 0.32 *
+                             len(labels) * max(len(modes), 1)), squeeze=False, sharey=True)
+    colors = {"forward": "#4C72B0", "train": "#DD8452"}
+    for ax, (key, xlabel) in zip(axes[0], panels):
+        values = [getattr(r, key) for r in records if getattr(r, key)]
+        labelled = set()
+        for r in records:
+            label = f"{r.model} ({r.dtype}, b={r.batch_size})" if multi else r.model
+            y = labels.index(label) + (modes.index(r.mode) - (len(modes) - 1) / 2) * height
+            value = getattr(r, key)
+            if value is None:
+                text = "failed" if r.error is not None else "not timed"
+                ax.text(1.0, y, f" {r.mode} {text}", va="center", fontsize=7, color="#C44E52")
+                continue
+            # a bar from 1x to the speedup: right of the line JAX is faster, left slower
+            ax.barh(y, value - 1.0, left=1.0, height=height * 0.9, color=colors.get(r.mode),
+                    label=None if r.mode in labelled else r.mode)
+            labelled.add(r.mode)
+            ax.text(value, y, f" {value:.2f}x ", va="center", fontsize=7,
+                    ha="left" if value >= 1 else "right")
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.set_xlim(min(values + [1.0]) / 2.0, max(values + [1.0]) * 2.0)
+        ax.set_xlabel(f"speedup = {xlabel} (log scale; right of 1x: JAX faster)")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.grid(axis="x", which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    r = records[0]
+    dtypes = ", ".join(sorted({x.dtype for x in records}))
+    fig.suptitle(f"JAX (XLA, jit) vs PyTorch: {r.device}, {dtypes}\njax "
+                 f"{r.versions.get('jax')}, torch {r.versions.get('torch')}, {r.date[:10]}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

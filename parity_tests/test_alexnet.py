@@ -1,0 +1,136 @@
+"""AlexNet against its torch twin and torchvision's, the slide's shapes, dropout, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torchvision
+from flax import nnx
+
+import flax_arch
+import flax_arch.alexnet
+import torch_ref
+import torch_ref.alexnet
+from flax_arch.alexnet import AlexNet
+from parity_tests.harness import Pair
+
+DTYPES = [np.float64, np.float32]
+
+
+# AlexNet is 61M parameters whatever the input size, so each pair costs seconds: the default
+# run compares torchvision's network in both precisions (below) and the registry entry's
+# SGD steps; the rest of the registry's matrix is marked slow.
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_forward_and_gradients(dtype, train):
+    Pair("alexnet", dtype, train=train).check_forward_and_gradients()
+
+
+# Adam is compared in float64 only: its first step is about lr * sign(g), so a gradient
+# element within float32 rounding of zero takes an arbitrary sign on each side (see
+# test_autoencoder.py); here features.3.weight differed by 1.0e-4 after two float32 steps.
+@pytest.mark.parametrize("dtype, optimizer", [
+    (np.float64, "sgd"),
+    pytest.param(np.float64, "adam", marks=pytest.mark.slow),
+    pytest.param(np.float32, "sgd", marks=pytest.mark.slow),
+], ids=["float64-sgd", "float64-adam", "float32-sgd"])
+def test_optimizer_steps(dtype, optimizer):
+    Pair("alexnet", dtype).check_optimizer_steps(optimizer)
+
+
+def torchvision_pair(dtype, size: int) -> Pair:
+    """torchvision's randomly initialised AlexNet, its state_dict loaded strictly into ours."""
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet(weights=None)
+    ours = AlexNet(rngs=nnx.Rngs(0), param_dtype=dtype)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size))
+    return Pair.of_modules(tv, ours, [x], ["NCHW"], ["NC"], dtype, family="alexnet", train=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_torchvision_alexnet_loads_and_matches(dtype):
+    torchvision_pair(dtype, 64).check_forward_and_gradients()
+
+
+@pytest.mark.slow
+def test_torchvision_alexnet_full_size():
+    pair = torchvision_pair(np.float32, 224)
+    assert pair.flax(jnp.asarray(pair.flax_in[0])).shape == (1, 1000)
+    pair.check_forward_and_gradients()
+
+
+def test_reference_is_torchvision_alexnet():
+    """The slide's first version is torchvision's network: same keys, shapes and outputs."""
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet(weights=None).eval()
+    ref = torch_ref.alexnet.AlexNet().eval()
+    state = tv.state_dict()
+    assert [(k, v.shape) for k, v in ref.state_dict().items()] == [
+        (k, v.shape) for k, v in state.items()]
+    ref.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), tv(x), rtol=0, atol=0)
+
+
+def test_slide_shape():
+    """alexnet(x) for x of (1, 3, 224, 224) prints (1, 1000); channels-last here, traced
+    through the network (the full-size run against torchvision is marked slow)."""
+    model = nnx.eval_shape(lambda: AlexNet(rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    y = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                       jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    assert y.shape == (1, 1000)
+
+
+@pytest.fixture(scope="module")
+def small_alexnet():
+    return AlexNet(num_classes=10, dropout=0.3, rngs=nnx.Rngs(0))
+
+
+def test_dropout_statistics_in_train_mode(small_alexnet):
+    """Both classifier dropouts zero a fraction p of the activations and scale the rest by
+    1 / (1 - p) in train mode, as torch's do; eval mode is the identity."""
+    p, n = 0.3, 64 * 4096
+    model = small_alexnet
+    torch_model = torch_ref.alexnet.AlexNet(num_classes=10, dropout=p)
+    model.train()
+    for i, width in ((0, 9216), (3, 4096)):
+        x = jnp.ones((64, width), jnp.float32)
+        y = np.asarray(model.classifier[i](x, rngs=nnx.Rngs(dropout=i)))[:, :4096]
+        t = torch_model.classifier[i](torch.ones(64, width))[:, :4096].numpy()
+        for name, out in (("flax", y), ("torch", t)):
+            dropped = np.mean(out == 0)
+            assert abs(dropped - p) < 5 * np.sqrt(p * (1 - p) / n), (name, i, dropped)
+            np.testing.assert_allclose(out[out != 0], 1 / (1 - p), rtol=1e-6)
+    model.eval()
+    x = jnp.ones((2, 9216), jnp.float32)
+    np.testing.assert_array_equal(model.classifier[0](x), x)
+
+
+def test_train_mode_masks_come_from_the_rngs_given(small_alexnet):
+    model = small_alexnet
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3)), jnp.float32)
+    model.train()
+    a = model(x, rngs=nnx.Rngs(dropout=1))
+    b = model(x, rngs=nnx.Rngs(dropout=1))
+    c = model(x, rngs=nnx.Rngs(dropout=2))
+    model.eval()
+    d, e = model(x), model(x)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, d)
+    np.testing.assert_array_equal(d, e)
+
+
+def test_bad_inputs(small_alexnet):
+    layout = r"\(batch, height, width, channels=3\)"
+    with pytest.raises(ValueError, match=layout):
+        small_alexnet(jnp.zeros((1, 3, 224, 224)))  # torch's NCHW
+    with pytest.raises(ValueError, match=layout):
+        small_alexnet(jnp.zeros((224, 224, 3)))
+    with pytest.raises(ValueError, match="height and width >= 63"):
+        small_alexnet(jnp.zeros((1, 62, 64, 3)))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        AlexNet(dropout=1.5, rngs=nnx.Rngs(0))
