@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time torch.compile (its compilation timed apart)")
     p.add_argument("--quick", action="store_true",
                    help="the registry's small test sizes, 3 repeats, short samples")
+    p.add_argument("--cores", type=int, default=None, metavar="N",
+                   help="pin both libraries to N of the cores this process may use (default: "
+                        "all). On a busy shared machine, --cores 1 avoids the stalls of thread "
+                        "pools waiting for descheduled threads")
     p.add_argument("--peak-gflops", type=float, default=None,
                    help="the device's peak GFLOP/s for the roofline (default: derived, see "
                         "benchmarks/device.py)")
@@ -89,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.batch_size = [int(b) for b in args.batch_size]
         except ValueError:
             p.error(f"--batch-size: integers expected, got {','.join(args.batch_size)}")
-    for name in ("repeats", "warmup", "budget", "time_limit", "peak_gflops"):
+    for name in ("repeats", "warmup", "budget", "time_limit", "peak_gflops", "cores"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1e-9):
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -154,6 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             return USAGE_ERROR
         _write(records, args, lambda message: print(message, file=sys.stderr))
         return 0
+
+    if args.cores is not None:  # before JAX starts its CPU client, which sizes its pool
+        if not hasattr(os, "sched_setaffinity"):
+            print("--cores: this platform cannot pin a process to cores", file=sys.stderr)
+            return USAGE_ERROR
+        allowed = sorted(os.sched_getaffinity(0))
+        if args.cores > len(allowed):
+            print(f"--cores {args.cores}: only {len(allowed)} core(s) available",
+                  file=sys.stderr)
+            return USAGE_ERROR
+        os.sched_setaffinity(0, allowed[:args.cores])
 
     from tqdm import tqdm
 
@@ -223,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     note(f"{device.name}: {len(todo)} case(s) x {len(args.modes)} mode(s), "
          f"{opts.size} sizes; torch threads {device.threads_torch}, XLA threads "
          f"{device.threads_xla}; 1-min load average {os.getloadavg()[0]:.2f}")
-    if device.platform == "cpu" and os.getloadavg()[0] > device.threads_xla:
-        note(f"warning: the load average exceeds the {device.threads_xla} cores: other "
+    if device.platform == "cpu" and os.getloadavg()[0] > os.cpu_count():
+        note(f"warning: the load average exceeds the machine's {os.cpu_count()} cores: other "
              "processes compete for them, and the timings will not be reliable")
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results

@@ -136,8 +136,8 @@ def detect() -> DeviceInfo:
     if backend != "cpu":
         jax.config.update("jax_default_device", jax.devices("cpu")[0])
     name, flags, ghz = _cpuinfo()
-    return DeviceInfo("cpu", f"{name} ({cores} cores)", "cpu", torch.get_num_threads(), cores,
-                      flags, ghz)
+    return DeviceInfo("cpu", f"{name} ({cores} core{'s' * (cores != 1)})", "cpu",
+                      torch.get_num_threads(), cores, flags, ghz)
 
 
 @contextmanager

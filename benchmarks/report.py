@@ -123,33 +123,36 @@ def plot(records: Sequence[Record], path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    multi = len({(r.dtype, r.batch_size) for r in records}) > 1
-    labels = []
+    variants: dict[str, set] = {}
     for r in records:
-        label = f"{r.model} ({r.dtype}, b={r.batch_size})" if multi else r.model
-        if label not in labels:
-            labels.append(label)
+        variants.setdefault(r.model, set()).add((r.dtype, r.batch_size))
+
+    def label_of(r: Record) -> str:  # dtype and batch only where a model has several
+        multi = len(variants[r.model]) > 1
+        return f"{r.model} ({r.dtype}, b={r.batch_size})" if multi else r.model
+
+    labels = list(dict.fromkeys(label_of(r) for r in records))
     modes = list(dict.fromkeys(r.mode for r in records))
     panels = [("speedup", "torch eager ms / JAX ms")]
     if any(r.speedup_vs_compile is not None for r in records):
         panels.append(("speedup_vs_compile", "torch.compile ms / JAX ms"))
-    height = 0.8 / max(len(modes), 1)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 1.2 + 0.32 *
-                             len(labels) * max(len(modes), 1)), squeeze=False, sharey=True)
+    bar = 0.8 / max(len(modes), 1)  # bar height in rows
+    height = 1.2 + 0.32 * len(labels) * max(len(modes), 1)  # inches
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), squeeze=False,
+                             sharey=True)
     colors = {"forward": "#4C72B0", "train": "#DD8452"}
     for ax, (key, xlabel) in zip(axes[0], panels):
         values = [getattr(r, key) for r in records if getattr(r, key)]
         labelled = set()
         for r in records:
-            label = f"{r.model} ({r.dtype}, b={r.batch_size})" if multi else r.model
-            y = labels.index(label) + (modes.index(r.mode) - (len(modes) - 1) / 2) * height
+            y = labels.index(label_of(r)) + (modes.index(r.mode) - (len(modes) - 1) / 2) * bar
             value = getattr(r, key)
             if value is None:
                 text = "failed" if r.error is not None else "not timed"
                 ax.text(1.0, y, f" {r.mode} {text}", va="center", fontsize=7, color="#C44E52")
                 continue
             # a bar from 1x to the speedup: right of the line JAX is faster, left slower
-            ax.barh(y, value - 1.0, left=1.0, height=height * 0.9, color=colors.get(r.mode),
+            ax.barh(y, value - 1.0, left=1.0, height=bar * 0.9, color=colors.get(r.mode),
                     label=None if r.mode in labelled else r.mode)
             labelled.add(r.mode)
             ax.text(value, y, f" {value:.2f}x ", va="center", fontsize=7,
@@ -168,6 +171,6 @@ def plot(records: Sequence[Record], path: str) -> None:
     fig.suptitle(f"JAX (XLA, jit) vs PyTorch: {r.device}, {dtypes}\njax "
                  f"{r.versions.get('jax')}, torch {r.versions.get('torch')}, {r.date[:10]}",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))  # half an inch for the title
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -40,7 +40,7 @@ def test_parse_args_defaults_and_lists():
 
 @pytest.mark.parametrize("argv", [["--dtype", "float16"], ["--modes", "backward"],
                                   ["--batch-size", "two"], ["--repeats", "0"],
-                                  ["--precision", "fp8"]])
+                                  ["--precision", "fp8"], ["--cores", "0"]])
 def test_malformed_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         parse_args(argv)
@@ -56,6 +56,11 @@ def test_nothing_valid_to_run_is_a_usage_error(argv, message, capsys):
     assert main(argv) == USAGE_ERROR
     err = capsys.readouterr().err
     assert message in err and "nothing to run" in err
+
+
+def test_more_cores_than_available_is_a_usage_error(capsys):
+    assert main(["--cores", "100000", "--models", "mlp"]) == USAGE_ERROR
+    assert "core(s) available" in capsys.readouterr().err
 
 
 def test_list_names_every_registered_model(capsys):
