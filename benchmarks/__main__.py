@@ -3,7 +3,7 @@
 Examples::
 
     python -m benchmarks                          # all models, forward and train, float32
-    python -m benchmarks --quick                  # small sizes: a minute or two on a laptop
+    python -m benchmarks --quick                  # test sizes: about two minutes on 2 cores
     python -m benchmarks --models mlp,resnet18 --batch-size 1,64 --torch-compile
     python -m benchmarks --dtype float32,bfloat16 --json out.json --plot out.png
     python -m benchmarks --list

@@ -93,7 +93,8 @@ class DeviceInfo:
             elif "avx512_bf16" in self.flags:
                 per_cycle, why = 2 * f32, f"avx512_bf16: 2 x {f32}"
         peak = self.threads_xla * self.clock_ghz * per_cycle
-        return peak, (f"{self.threads_xla} cores x {self.clock_ghz:.2f} GHz x {per_cycle} "
+        cores = f"{self.threads_xla} core{'s' * (self.threads_xla != 1)}"
+        return peak, (f"{cores} x {self.clock_ghz:.2f} GHz x {per_cycle} "
                       f"FLOP/cycle ({why}, two FMA ports assumed)")
 
 

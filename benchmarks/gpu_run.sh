@@ -10,8 +10,8 @@
 # rewritten after every model, so the records so far survive). The limits add up to 8 min:
 #
 #   preflight      15 s  versions, nvidia-smi, the devices JAX and torch see
-#   gpu_float32   170 s  every model, forward and train: JAX vs eager torch (new models
-#                        start until 120 s)
+#   gpu_float32   170 s  every model ($FIRST first), forward and train: JAX vs eager torch
+#                        (new models start until 120 s)
 #   gpu_bfloat16  100 s  the same in bfloat16, both sides cast (until 65 s)
 #   gpu_compile   150 s  $COMPILE_MODELS in float32, in that order, adding torch.compile,
 #                        whose compilation takes tens of seconds per model (until 100 s)
@@ -27,6 +27,8 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
 PY="${PYTHON:-python}"
+# one model per family first, so that a step cut short by its time limit still covers each
+FIRST="mlp,lstm,qrnn,conv1d,vae,alexnet,resnet18,googlenet,densenet121,unet,dcgan_generator,segan_generator,embedding"
 COMPILE_MODELS="${COMPILE_MODELS:-mlp,lstm,qrnn,vae,conv1d,resnet18,alexnet,unet,resnet_bottleneck,dcgan_generator,googlenet,densenet121}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -67,8 +69,10 @@ print("torch cuda", torch.cuda.is_available(),
 cat "$OUT/preflight.log"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
-bench gpu_float32 170 120 --dtype float32
-bench gpu_bfloat16 100 65 --dtype bfloat16
+REST="$("$PY" -m benchmarks --list 2>/dev/null | awk '{print $1}' | grep -vxF "$(tr , '\n' <<< "$FIRST")" | paste -sd, -)"
+ALL="$FIRST${REST:+,$REST}"
+bench gpu_float32 170 120 --models "$ALL" --dtype float32
+bench gpu_bfloat16 100 65 --models "$ALL" --dtype bfloat16
 bench gpu_compile 150 100 --models "$COMPILE_MODELS" --dtype float32 --torch-compile
 
 if [ -f benchmarks/qrnn_vs_lstm.py ]; then

@@ -134,6 +134,7 @@ class Record:
     date: str = ""
     load_avg: float | None = None  # 1-minute load average after the case: other work on the cores
     error: str | None = None
+    skipped: str | None = None  # why the case was not run
     torch_compile_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -214,7 +215,6 @@ class _JaxStep:
     compile_s: float
     flops_xla: float | None
     flops_jaxpr: float
-    loops_matter: bool  # matmuls in a scan: XLA's count takes each loop body once
 
 
 def _compile(fn, runner, *args, donate_argnums=()) -> _JaxStep:
@@ -223,9 +223,8 @@ def _compile(fn, runner, *args, donate_argnums=()) -> _JaxStep:
     traced = jax.jit(fn, donate_argnums=donate_argnums).trace(*args)
     compiled = traced.lower().compile()
     seconds = time.perf_counter() - t0
-    counted = flops.jaxpr_flops(traced.jaxpr)
-    return _JaxStep(runner(compiled), seconds, flops.xla_flops(compiled), counted,
-                    counted != flops.jaxpr_flops(traced.jaxpr, trips=False))
+    return _JaxStep(runner(compiled), seconds, flops.xla_flops(compiled),
+                    flops.jaxpr_flops(traced.jaxpr))
 
 
 def _jax_forward(b: _Built, seed: int) -> _JaxStep:
@@ -410,7 +409,7 @@ def _base(case: Case, opts: Options, device: DeviceInfo) -> dict[str, Any]:
 def skipped(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
             reason: str) -> list[Record]:
     """Records of a case not run, saying why."""
-    return [Record(mode=m, error=reason, **_base(case, opts, device)) for m in modes]
+    return [Record(mode=m, skipped=reason, **_base(case, opts, device)) for m in modes]
 
 
 def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
@@ -436,6 +435,8 @@ def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
             rec.load_avg = os.getloadavg()[0]
             records.append(rec)
             gc.collect()
+            if device.torch_device == "cuda":
+                torch.cuda.empty_cache()  # leave the card's memory to the next case's JAX
     return records
 
 
@@ -480,11 +481,7 @@ def _run_mode(b: _Built, mode: str, rec: Record, opts: Options, device: DeviceIn
         rec.speedup_vs_compile = rec.torch_compile_ms / rec.jax_ms
 
     rec.flops_jaxpr = jax_step.flops_jaxpr or None
-    if jax_step.loops_matter:
-        rec.flops = rec.flops_jaxpr
-        rec.flops_source = "jaxpr matmul/conv count (XLA's cost analysis counts a loop body once)"
-    else:
-        rec.flops, rec.flops_source = jax_step.flops_xla, "XLA cost analysis"
+    rec.flops, rec.flops_source = flops.per_call(rec.flops_xla, rec.flops_jaxpr)
     if rec.flops is not None:
         rec.gflops = rec.flops / rec.jax_ms / 1e6
         rec.torch_gflops = rec.flops / rec.torch_eager_ms / 1e6

@@ -52,7 +52,9 @@ _COLUMNS = ("model", "mode", "dtype", "batch", "JAX ms", "torch ms", "compile ms
 
 
 def _row(r: Record) -> list[str]:
-    if r.error is not None:
+    if r.skipped is not None:
+        note = r.skipped
+    elif r.error is not None:
         note = f"FAILED: {r.error}"
     elif r.torch_compile_error is not None:
         note = f"torch.compile failed: {r.torch_compile_error}"
@@ -79,9 +81,11 @@ def _summary(records: Sequence[Record]) -> list[str]:
             parts = [f"{m} {geomean(ss):.2f}x ({len(ss)})" for m, ss in by_mode.items()]
             lines.append(f"geometric mean {label}: all {geomean(every):.2f}x; "
                          + ", ".join(parts) + f"; below 1x: {sum(s < 1 for s in every)}")
-    failed = [r for r in records if r.error is not None]
-    if failed:
-        lines.append(f"failed: {len(failed)} ({', '.join(sorted({r.model for r in failed}))})")
+    for what in ("error", "skipped"):
+        bad = [r for r in records if getattr(r, what) is not None]
+        if bad:
+            lines.append(f"{'failed' if what == 'error' else 'skipped'}: {len(bad)} "
+                         f"({', '.join(sorted({r.model for r in bad}))})")
     return lines
 
 
@@ -148,7 +152,7 @@ def plot(records: Sequence[Record], path: str) -> None:
             y = labels.index(label_of(r)) + (modes.index(r.mode) - (len(modes) - 1) / 2) * bar
             value = getattr(r, key)
             if value is None:
-                text = "failed" if r.error is not None else "not timed"
+                text = "failed" if r.error is not None else "not run"
                 ax.text(1.0, y, f" {r.mode} {text}", va="center", fontsize=7, color="#C44E52")
                 continue
             # a bar from 1x to the speedup: right of the line JAX is faster, left slower
@@ -165,7 +169,7 @@ def plot(records: Sequence[Record], path: str) -> None:
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.grid(axis="x", which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     r = records[0]
     dtypes = ", ".join(sorted({x.dtype for x in records}))
     fig.suptitle(f"JAX (XLA, jit) vs PyTorch: {r.device}, {dtypes}\njax "

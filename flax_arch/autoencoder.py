@@ -84,7 +84,7 @@ class VAE(nnx.Module):
 
     def __call__(self, x: jax.Array, eps: jax.Array | None = None, *,
                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-        if x.ndim < 1 or x.size % 784:
+        if x.size % 784:
             raise ValueError(
                 f"VAE expects 784 values per sample, e.g. (batch, 784) or (batch, 28, 28, 1); "
                 f"got shape {tuple(x.shape)}"

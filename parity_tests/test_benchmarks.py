@@ -163,7 +163,8 @@ def test_time_limit_reports_the_rest_as_skipped(tmp_path):
                  "--json", str(out)]) == 0
     records = json.loads(out.read_text())
     assert len(records) == 4
-    assert all(r["error"].startswith("skipped: --time-limit") for r in records)
+    assert all(r["skipped"].startswith("skipped: --time-limit") and r["error"] is None
+               for r in records)
 
 
 def _tiny_cnn(*, rngs):
@@ -224,10 +225,13 @@ def test_jaxpr_flops_count_scans_by_length():
                             xs)[0]
 
     per_step = 2 * (2 * 4 * 16 * 16)
-    jaxpr = jax.make_jaxpr(rnn)(w, xs)
-    assert flops.jaxpr_flops(jaxpr) == 10 * per_step
-    assert flops.jaxpr_flops(jaxpr, trips=False) == per_step
-    assert flops.xla_flops(jax.jit(rnn).lower(w, xs).compile()) < 10 * per_step
+    counted = flops.jaxpr_flops(jax.make_jaxpr(rnn)(w, xs))
+    assert counted == 10 * per_step
+    xla = flops.xla_flops(jax.jit(rnn).lower(w, xs).compile())
+    assert xla < counted  # XLA takes the loop body once
+    assert flops.per_call(xla, counted)[0] == counted
+    assert flops.per_call(0.9 * counted, counted) == (0.9 * counted, "XLA cost analysis")
+    assert flops.per_call(None, counted)[0] == counted
 
     def conv(x, k):  # NHWC x HWIO: 2 * output elements * kernel taps * input channels
         return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
@@ -236,6 +240,14 @@ def test_jaxpr_flops_count_scans_by_length():
     x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 5))
     assert flops.jaxpr_flops(jax.make_jaxpr(conv)(x, k)) == 2 * (2 * 6 * 6 * 5) * (3 * 3 * 3)
     assert flops.xla_flops(jax.jit(conv).lower(x, k).compile()) == 2 * (2 * 6 * 6 * 5) * 27
+
+    def conv_transpose(x, k):  # stride 2, padding 1: zeros of dilation and padding not counted
+        return jax.lax.conv_transpose(x, k, (2,), [(1, 1)], dimension_numbers=("NWC", "WIO", "NWC"))
+
+    x, k = jnp.ones((2, 5, 3)), jnp.ones((3, 3, 5))  # out[2i + j - 1] += x[i] k[j]: of the
+    expected = 2 * (2 * 5 * 3) * (5 * 3 - 2)  # 5 x 3 (i, j) pairs, 2 land in the padding
+    assert flops.jaxpr_flops(jax.make_jaxpr(conv_transpose)(x, k)) == expected
+    assert flops.xla_flops(jax.jit(conv_transpose).lower(x, k).compile()) == expected
 
 
 def test_peaks_follow_the_stated_formulas():

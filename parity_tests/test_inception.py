@@ -1,5 +1,5 @@
-"""Inception and GoogLeNet against their torch twins and torchvision's GoogLeNet: forward,
-gradients, BatchNorm statistics, optimizer steps, auxiliary heads, shapes, bad input."""
+"""GoogLeNet against its torch twin and torchvision's: outputs, gradients, BatchNorm
+statistics, auxiliary heads, transform_input, shapes, initialisation, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -20,34 +20,20 @@ DTYPES = [np.float64, np.float32]
 SMALL = (2, 3, 64, 64)  # the registry's test input: 2 x 2 x 1024 before the average pool
 
 
-# ----------------------------------------------------------------------------- Inception
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_inception_forward_and_gradients(dtype, train):
-    Pair("inception", dtype, train=train).check_forward_and_gradients()
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_inception_optimizer_steps(dtype, optimizer):
-    Pair("inception", dtype).check_optimizer_steps(optimizer)
-
+# The registry's generic checks of 'inception' (the block, BatchNorm in train mode included)
+# and 'googlenet' (under -m slow) run in test_registry_parity.py; these are GoogLeNet's own.
 
 # ----------------------------------------------------------------------------- GoogLeNet
 #
-# GoogLeNet's gradients and optimizer steps are compared in float64 only. Through 57
-# BatchNorm-ReLU layers and 13 max-pools its gradient is ill-conditioned at float32 rounding
-# (ReLU and max-pool switches), so two correct float32 implementations differ by more than
-# any tolerance of tolerances.py. Measured with torch alone on the registry's configuration:
+# GoogLeNet's gradients are compared in float64 only. Through 57 BatchNorm-ReLU layers and 13
+# max-pools its gradient is ill-conditioned at float32 rounding (ReLU and max-pool switches),
+# so two correct float32 implementations differ by more than any tolerance of tolerances.py. Measured with torch alone on the registry's configuration:
 # torch's float32 parameter gradients are up to 7e-2 (of the largest) from its float64 ones
 # in train mode, and 2.6e-3 in eval mode with calibrated statistics; in float64, a 1e-7
 # relative change of the input moves train-mode gradients by 1.7e-2. float32 compares outputs
 # and running statistics, which are well-conditioned (1e-5). Each GoogLeNet check compiles
 # hundreds of eager XLA programs (about a minute on 2 cores), so all but the torchvision
-# float32 comparison and the traced shapes run with -m slow; the Inception block itself, its
-# BatchNorm in train mode included, runs by default.
+# float32 comparison and the traced shapes run with -m slow.
 
 
 def calibrated(model: torch.nn.Module) -> torch.nn.Module:
@@ -90,25 +76,12 @@ def test_googlenet_with_aux_logits_float64(train):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_googlenet_float64(train):
-    """The registry's entry itself (fresh statistics in eval mode)."""
-    Pair("googlenet", np.float64, train=train).check_forward_and_gradients()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_googlenet_float32_outputs_and_running_statistics(train):
     pair = googlenet_pair(np.float32, train, aux_logits=False)
     torch_out = pair.torch(*pair.torch_inputs())
     flax_out = pair.flax(*map(jnp.asarray, pair.flax_in))
     assert_close(flax_out, pair.to_flax_layout([torch_out])[0], pair.tol, "output", pair.record)
     pair.check_state("buffers after the call")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_googlenet_optimizer_steps_float64(optimizer):
-    Pair("googlenet", np.float64).check_optimizer_steps(optimizer)
 
 
 def traced(build, x_shape, train: bool = False):
