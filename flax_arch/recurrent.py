@@ -80,7 +80,9 @@ def _layer(cell, x, state, directions, dtype):
         gi = jnp.concatenate([gi[:, :1], jnp.flip(gi[:, 1:], axis=0)], axis=1)
 
     def step(carry, gi_t):  # gi_t: D x N x G
-        gh = jnp.einsum("dnh,dhg->dng", carry[0], w_hh)  # D x N x G
+        # one plain matrix product per direction: XLA:CPU runs a batched dot_general over the
+        # direction axis ~30% slower in the backward pass, even with one direction
+        gh = jnp.stack([carry[0][d] @ w_hh[d] for d in range(w_hh.shape[0])])  # D x N x G
         if b_hh is not None:
             gh = gh + b_hh[:, None, :]
         carry = cell(gi_t, gh, carry)
