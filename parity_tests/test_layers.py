@@ -221,6 +221,27 @@ def test_maxpool2d(kw, size):
     check(torch.nn.MaxPool2d(**kw), layers.MaxPool2d(**kw), (2, 3, *size), "NCHW")
 
 
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=2, dilation=2), dict(kernel_size=3, stride=1)],
+                         ids=str)
+def test_maxpool2d_gradient_goes_to_the_first_of_tied_maxima(kw):
+    """Windows full of ties (ReLU zeros, repeated values): torch gives each window's gradient
+    to its first maximum in scan order; an even split would differ here by 1/2 or more."""
+    x = np.maximum(np.round(RNG.standard_normal((2, 3, 9, 8)), 0), 0.0)  # mostly 0, 1 and 2
+    t, f = torch.nn.MaxPool2d(**kw), layers.MaxPool2d(**kw)
+    pair = Pair.of_modules(t, f, [x], ["NCHW"], ["NCHW"], F64)
+    pair.check_forward_and_gradients()
+
+
+def test_maxpool_propagates_nan_as_torch_does():
+    x = RNG.standard_normal((1, 1, 4, 4))
+    x[0, 0, 1, 2] = np.nan
+    t = torch.nn.MaxPool2d(2)(torch.from_numpy(x)).numpy()
+    f = np.asarray(layers.MaxPool2d(2)(np.moveaxis(x, 1, -1)))
+    np.testing.assert_array_equal(np.isnan(np.moveaxis(f, -1, 1)), np.isnan(t))
+    assert np.isnan(t).sum() == 1
+
+
 @pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, ceil_mode=True),
                                 dict(kernel_size=3, dilation=2, padding=1), dict(kernel_size=2)],
                          ids=str)
