@@ -126,6 +126,15 @@ class Pair:
         for key, value in ref.items():
             assert_close(ours[key], value.numpy(), self.tol, f"{what} {key}", self.record)
 
+    def check_forward(self):
+        """Outputs and buffers after one train- or eval-mode call, without gradients."""
+        with torch.no_grad():
+            t_out = torch_leaves(self.torch(*self.torch_inputs()))
+        f_out = jax.tree.leaves(self.flax(*map(jnp.asarray, self.flax_in)))
+        for i, (ours, ref) in enumerate(zip(f_out, self.to_flax_layout(t_out))):
+            assert_close(ours, ref, self.tol, f"output {i}", self.record)
+        self.check_state("buffers after the call")
+
     def check_forward_and_gradients(self):
         """Outputs, returned states, buffers after the call, and gradients of every parameter
         and float input, through one train- or eval-mode call."""

@@ -59,4 +59,13 @@ def adam_eps(dtype) -> float:
 # gradient always lies within rounding of zero: Adam's first step there is ~lr * sign(noise),
 # up to 2e-4 apart after two steps at lr=1e-3 whatever eps. SGD checks these families in
 # float32 and train mode, and the gradients themselves are compared in both dtypes.
-ADAM_EVAL_FLOAT64_ONLY = frozenset({"resnet"})
+ADAM_EVAL_FLOAT64_ONLY = frozenset({"resnet", "googlenet"})  # families or model names
+
+# Models whose float32 gradients are ill-conditioned, so that two correct float32
+# implementations differ by more than any tolerance above: float32 compares their outputs and
+# running statistics (well-conditioned, ~1e-5), and gradients and optimizer steps are checked
+# in float64. GoogLeNet, through 57 BatchNorm-ReLU layers and 13 max-pools (ReLU and max-pool
+# switches): torch's own float32 parameter gradients are up to 7e-2 (of the largest) from its
+# float64 ones in train mode, and in float64 a 1e-7 relative change of the input moves its
+# train-mode gradients by 1.7e-2. Its Inception block alone passes every float32 check.
+FLOAT32_FORWARD_ONLY = frozenset({"googlenet"})
