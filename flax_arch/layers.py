@@ -285,11 +285,29 @@ class _ConvNd(nnx.Module):
             return [(t // 2, t - t // 2) for t in totals]
         return [(p, p) for p in self.padding]
 
+    def _output_sizes(self, sizes) -> list[int]:
+        if self.transposed:
+            return [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+                    zip(sizes, self.stride, self.padding, self.dilation, self.kernel_size,
+                        self.output_padding)]
+        return [(n + lo + hi - d * (k - 1) - 1) // s + 1 for n, (lo, hi), s, d, k in
+                zip(sizes, self._explicit_padding(), self.stride, self.dilation,
+                    self.kernel_size)]
+
     def __call__(self, x: Array) -> Array:
-        _check_input(type(self).__name__, x, self.ndim + 2, self.layout, self.in_channels)
+        name = type(self).__name__
+        _check_input(name, x, self.ndim + 2, self.layout, self.in_channels)
         unbatched = x.ndim == self.ndim + 1
         if unbatched:
             x = x[None]
+        sizes = x.shape[1:1 + self.ndim]
+        if min(self._output_sizes(sizes)) < 1:
+            raise ValueError(
+                f"{name}: an input of spatial size {tuple(sizes)} gives an output of size "
+                f"{tuple(self._output_sizes(sizes))}: too small for kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}"
+            )
         x, w, b = _dtypes(x, self.weight[...], None if self.bias is None else self.bias[...],
                           dtype=self.dtype)
         spatial = {1: "W", 2: "HW"}[self.ndim]
@@ -320,8 +338,7 @@ class _ConvNd(nnx.Module):
         w = w.reshape(*k, g, self.in_channels // g, self.out_channels // g)
         w = jnp.swapaxes(w, n, n + 1).reshape(*k, self.in_channels // g, self.out_channels)
         sizes = x.shape[1:1 + n]
-        out_sizes = [(size - 1) * s - 2 * p + d * (kk - 1) + op + 1 for size, s, p, d, kk, op in
-                     zip(sizes, self.stride, self.padding, self.dilation, k, self.output_padding)]
+        out_sizes = self._output_sizes(sizes)
         # phase r covers o' = o + padding = q * stride + r for q in [q0, q1)
         q_ranges = [(p // s, -(-(p + size) // s))
                     for p, s, size in zip(self.padding, self.stride, out_sizes)]

@@ -115,6 +115,18 @@ def test_conv_transpose2d(kw, dtype):
           (2, 4, 6, 5), "NCHW", dtype)
 
 
+@pytest.mark.parametrize("cls", ["ConvTranspose1d", "Conv1d"])
+def test_conv_with_an_empty_output_is_refused_as_torch_refuses_it(cls):
+    kw = dict(padding=1) if cls == "ConvTranspose1d" else dict(dilation=3)
+    t, f = getattr(torch.nn, cls)(1, 1, 3 if cls == "Conv1d" else 1, **kw), \
+        getattr(layers, cls)(1, 1, 3 if cls == "Conv1d" else 1, **kw, rngs=nnx.Rngs(0))
+    x = np.ones((2, 1, 1), np.float32)  # length 1
+    with pytest.raises(RuntimeError):
+        t(torch.from_numpy(x))
+    with pytest.raises(ValueError, match=r"spatial size \(1,\) gives an output of size"):
+        f(np.moveaxis(x, 1, -1))
+
+
 def test_unbatched_conv1d_matches_torch():
     torch.manual_seed(0)
     t = torch.nn.Conv1d(3, 5, 3).double()
@@ -141,10 +153,19 @@ def conv_hyperparameters(draw):
                 output_padding=output_padding, bias=bias)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def output_length(h) -> int:
+    k, s, p, d, n = h["k"], h["stride"], h["padding"], h["dilation"], h["length"]
+    if h["transposed"]:
+        return (n - 1) * s - 2 * p + d * (k - 1) + h["output_padding"] + 1
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(conv_hyperparameters())
 def test_conv1d_property_matches_torch(h):
-    """Any valid 1-D (transposed) convolution equals torch's, float64 to 1e-10."""
+    """Any valid 1-D (transposed) convolution equals torch's, float64 to 1e-10; one whose
+    output would be empty is refused by both."""
     common = dict(stride=h["stride"], padding=h["padding"], dilation=h["dilation"],
                   groups=h["groups"], bias=h["bias"])
     if h["transposed"]:
@@ -155,6 +176,13 @@ def test_conv1d_property_matches_torch(h):
     torch.manual_seed(0)
     t = t_cls(h["cin"], h["cout"], h["k"], **common)
     f = f_cls(h["cin"], h["cout"], h["k"], **common, rngs=nnx.Rngs(0), param_dtype=F64)
+    if output_length(h) < 1:
+        x = RNG.standard_normal((2, h["cin"], h["length"]))
+        with pytest.raises(RuntimeError):
+            t.double()(torch.from_numpy(x))
+        with pytest.raises(ValueError, match="too small for kernel_size"):
+            f(np.moveaxis(x, 1, -1))
+        return
     pair = layer_pair(t, f, (2, h["cin"], h["length"]), "NCL")
     t_out = t.double()(torch.from_numpy(pair.torch_in[0]))
     assert f(pair.flax_in[0]).shape == tuple(np.moveaxis(t_out.detach().numpy(), 1, -1).shape)
