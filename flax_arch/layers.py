@@ -687,9 +687,9 @@ class _MaxPool(_Pool):
                for n, (lo, hi), k, s, d in zip(x.shape, pads, dims, strides, dil)]
         y = None
         for offset in np.ndindex(*dims):
-            tap = lax.slice(xp, [o * d for o, d in zip(offset, dil)],
-                            [o * d + (m - 1) * s + 1 for o, d, m, s in zip(offset, dil, out, strides)],
-                            strides)
+            start = [o * d for o, d in zip(offset, dil)]
+            stop = [a + (m - 1) * s + 1 for a, m, s in zip(start, out, strides)]
+            tap = lax.slice(xp, start, stop, strides)
             if y is None:
                 y = tap
             else:
