@@ -125,7 +125,7 @@ def plot(records: Sequence[Record], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     variants: dict[str, set] = {}
     for r in records:
@@ -163,8 +163,12 @@ def plot(records: Sequence[Record], path: str) -> None:
                     ha="left" if value >= 1 else "right")
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_xscale("log")
+        lo, hi = min(values + [1.0]) / 2.0, max(values + [1.0]) * 2.0
+        ticks = [t * 10.0 ** e for e in range(-4, 5) for t in (1, 2, 5) if lo <= t * 10.0 ** e <= hi]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))  # 1-2-5 steps, no crowded minor labels
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-        ax.set_xlim(min(values + [1.0]) / 2.0, max(values + [1.0]) * 2.0)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(lo, hi)
         ax.set_xlabel(f"speedup = {xlabel} (log scale; right of 1x: JAX faster)")
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(len(labels) - 0.5, -0.5)

@@ -1,5 +1,6 @@
 """Leaf layers against torch.nn: hyperparameter sweeps, some property-based."""
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,13 @@ from parity_tests.harness import Pair
 
 F64, F32 = np.float64, np.float32
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(params=["cpu rewrites", "native ops"])
+def conv_lowering(request, monkeypatch):
+    """Both forms of grouped and transposed convolutions: the CPU's rewrites into plain
+    convolutions, and XLA's own operations that GPU and TPU use."""
+    monkeypatch.setattr(layers, "_native_conv_ops", lambda: request.param == "native ops")
 
 
 def layer_pair(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
@@ -56,7 +64,7 @@ CONV1D_CASES = [
 
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("kw", CONV1D_CASES, ids=str)
-def test_conv1d(kw, dtype):
+def test_conv1d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.Conv1d(4, 8, **kw), layers.Conv1d(4, 8, **kw, rngs=nnx.Rngs(0),
                                                      param_dtype=dtype), (2, 4, 11), "NCL", dtype)
@@ -76,7 +84,7 @@ CONV2D_CASES = [
 
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("kw", CONV2D_CASES, ids=str)
-def test_conv2d(kw, dtype):
+def test_conv2d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.Conv2d(4, 8, **kw), layers.Conv2d(4, 8, **kw, rngs=nnx.Rngs(0),
                                                      param_dtype=dtype), (2, 4, 13, 12), "NCHW", dtype)
@@ -97,7 +105,7 @@ CONVT_CASES = [
 
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("kw", CONVT_CASES, ids=str)
-def test_conv_transpose1d(kw, dtype):
+def test_conv_transpose1d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.ConvTranspose1d(4, 8, **kw),
           layers.ConvTranspose1d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
@@ -108,7 +116,7 @@ def test_conv_transpose1d(kw, dtype):
 @pytest.mark.parametrize("kw", CONVT_CASES[:8] + [dict(kernel_size=(4, 3), stride=(2, 1),
                                                         padding=(1, 0), output_padding=(1, 0))],
                          ids=str)
-def test_conv_transpose2d(kw, dtype):
+def test_conv_transpose2d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.ConvTranspose2d(4, 8, **kw),
           layers.ConvTranspose2d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
@@ -125,6 +133,23 @@ def test_conv_with_an_empty_output_is_refused_as_torch_refuses_it(cls):
         t(torch.from_numpy(x))
     with pytest.raises(ValueError, match=r"spatial size \(1,\) gives an output of size"):
         f(np.moveaxis(x, 1, -1))
+
+
+def test_cpu_rewrites_avoid_the_ops_xla_cpu_differentiates_slowly(monkeypatch):
+    """On CPU no convolution of a transposed or grouped layer dilates its input or groups
+    its features; with native ops (GPU, TPU) each layer is one such convolution."""
+    x = np.ones((2, 6, 5, 4), np.float32)
+    convs = [layers.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
+             layers.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))]
+    for native in (False, True):
+        monkeypatch.setattr(layers, "_native_conv_ops", lambda: native)
+        for conv in convs:
+            eqns = [e for e in jax.make_jaxpr(conv)(x).eqns
+                    if e.primitive.name == "conv_general_dilated"]
+            special = [e for e in eqns if max(e.params["lhs_dilation"]) > 1
+                       or e.params["feature_group_count"] > 1]
+            assert len(special) == (1 if native else 0), (native, conv)
+            assert len(eqns) == (1 if native else {0: 4, 1: 2}[convs.index(conv)])
 
 
 def test_unbatched_conv1d_matches_torch():
