@@ -5,7 +5,11 @@ Every class has a PyTorch twin of the same name, arguments and state tree in
 between them.
 """
 
-from flax_arch import layers
+from flax_arch import _xla_cpu
+
+_xla_cpu.apply()  # before anything starts JAX's backends: XLA reads XLA_FLAGS then
+
+from flax_arch import layers  # noqa: E402
 from flax_arch.conv import CausalConv1d, Conv1d, ConvMLP, ConvTranspose1d
 from flax_arch.dense import MLP, LinearRegression, LogisticRegression, SoftmaxClassifier
 from flax_arch.embedding import Embedding, OneHotLinear
