@@ -2,10 +2,16 @@
 
 XLA:CPU hands convolutions to its YNNPACK fusions by default; on a 2-core AVX-512 Xeon those
 run a 512 -> 256 channel 3x3 convolution at 64 GFLOP/s, against 275 GFLOP/s once the YNNPACK
-fusions are limited to dots, elementwise ops and reductions (torch/oneDNN: ~300). Over the
-benchmark's models this made ResNet-18 training 1.6x, ResNeXt 1.9x, U-Net 1.6-1.8x and the
-DCGAN generator 2.0x faster, with one regression (the residual layer's forward pass, 1.45x
-slower); benchmarks/results/cpu_2026-11-26*.md have the runs with and without it.
+fusions are limited to dots and reductions (torch/oneDNN: ~300). Elementwise ops stay with
+XLA's own loop fusions: YNNPACK's elementwise fusions take every broadcast operand as a
+materialised full-size tensor (a BatchNorm scale becomes 51 MB in ResNet-18's stem), and
+those copies were a fifth of a ResNet-18 training step. Over the benchmark's 64 cases the
+geometric-mean speedup against eager torch was 0.80x with XLA's defaults, 0.87x with
+``dot,eltwise,reduce`` and 0.94x with ``dot,reduce`` (U-Net's forward pass 2.9x faster than
+with the defaults); the cost is two BatchNorm bottleneck nets' training steps (ResNeXt 1.3x,
+ResNet-50's bottleneck 1.3x slower than with ``dot,eltwise,reduce``), where XLA then fuses
+BatchNorm chains into the transposes that feed 1x1 weight gradients.
+benchmarks/results/cpu_2026-11-26*.md have the runs.
 
 The flags go into ``XLA_FLAGS`` when :mod:`flax_arch` is imported, before JAX starts its
 backends (XLA reads them then), unless the user already sets the same option there or
@@ -17,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 
-CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",)
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot,reduce",)
 OPT_OUT = "FLAX_ARCH_XLA_CPU_FLAGS"
 
 

@@ -61,6 +61,18 @@ def adam_eps(dtype) -> float:
 # float32 and train mode, and the gradients themselves are compared in both dtypes.
 ADAM_EVAL_FLOAT64_ONLY = frozenset({"resnet", "googlenet"})  # families or model names
 
+# Models whose float32 Adam trajectory is ill-conditioned, while float64 Adam passes in train
+# mode. The DCGAN generator: after one Adam step (each weight moves by ~lr whatever its
+# gradient's size) the float32 and float64 weights differ by ~1e-7, which flips ReLU switches
+# and moves small gradients by O(1) of themselves (one weight's second gradient: 3.06e-5 in
+# float64, 6.9e-6 in torch float32, -3.5e-6 in JAX float32); Adam's normalised second step
+# turns that into ~lr. After two steps torch's own float32 weights are 1.7e-3 from its float64
+# ones, 17x the float32 tolerance; JAX's are 1.7e-3 from them too. The two float32 sides agree
+# to 3e-7 or 3.6e-4 depending on XLA:CPU's summation order (its YNNPACK fusion flags), so
+# comparing them tests rounding coincidence. float32 instead checks that JAX's trajectory is
+# as close to the float64 one as torch's is (test_registry_parity.py).
+ADAM_FLOAT64_ONLY = frozenset({"dcgan_generator"})
+
 # Models whose float32 gradients are ill-conditioned, so that two correct float32
 # implementations differ by more than any tolerance above: float32 compares their outputs and
 # running statistics (well-conditioned, ~1e-5), and gradients and optimizer steps are checked
