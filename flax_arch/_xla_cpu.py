@@ -7,10 +7,10 @@ XLA's own loop fusions: YNNPACK's elementwise fusions take every broadcast opera
 materialised full-size tensor (a BatchNorm scale becomes 51 MB in ResNet-18's stem), and
 those copies were a fifth of a ResNet-18 training step. Over the benchmark's 64 cases the
 geometric-mean speedup against eager torch was 0.80x with XLA's defaults, 0.87x with
-``dot,eltwise,reduce`` and 0.94x with ``dot,reduce`` (U-Net's forward pass 2.9x faster than
-with the defaults); the cost is two BatchNorm bottleneck nets' training steps (ResNeXt 1.3x,
-ResNet-50's bottleneck 1.3x slower than with ``dot,eltwise,reduce``), where XLA then fuses
-BatchNorm chains into the transposes that feed 1x1 weight gradients.
+``dot,eltwise,reduce`` and 0.92x with ``dot,reduce`` (0.94x in another run); U-Net's forward
+pass is 2.9x faster than with the defaults. The cost is two BatchNorm bottleneck nets'
+training steps (ResNeXt and ResNet-50 1.3x slower than with ``dot,eltwise,reduce``), where
+XLA then fuses BatchNorm chains into the transposes that feed 1x1 weight gradients.
 benchmarks/results/cpu_2026-11-26*.md have the runs.
 
 The flags go into ``XLA_FLAGS`` when :mod:`flax_arch` is imported, before JAX starts its
