@@ -338,13 +338,16 @@ class _ConvNd(nnx.Module):
         # out[i * stride + t * dilation - padding] += x[i] @ w[t]. Written directly (the
         # gradient of a convolution), this is a convolution over the input dilated by the
         # stride, whose weight gradient XLA:CPU computes some 100x slower than a plain one.
-        # Instead, each output phase r (outputs o with (o + padding) % stride == r) is a plain
-        # stride-1 convolution of the undilated input with the taps t that reach it; the
-        # prod(stride) phases are interleaved. Same sums, and every gradient a plain conv's.
+        # Instead, output phase r (outputs o with (o + padding) % stride == r) is a plain
+        # stride-1 convolution of the undilated input with the taps t that reach it, and all
+        # prod(stride) phases are one convolution: the phases are extra output channels
+        # (zero taps where a phase has fewer), then interleaved ("sub-pixel" convolution).
+        # Same sums, and every gradient a plain convolution's.
         g, n = self.groups, self.ndim
         k = self.kernel_size
-        w = w.reshape(*k, g, self.in_channels // g, self.out_channels // g)
-        w = jnp.swapaxes(w, n, n + 1).reshape(*k, self.in_channels // g, self.out_channels)
+        cin, cout = self.in_channels // g, self.out_channels // g
+        w = w.reshape(*k, g, cin, cout)
+        w = jnp.swapaxes(w, n, n + 1).reshape(*k, cin, self.out_channels)
         if _native_conv_ops():  # the gradient of a convolution: dilate the input by the
             # stride, convolve with the flipped kernel, pad by dilation * (k - 1) - padding
             pads = [(d * (kk - 1) - p, d * (kk - 1) - p + op) for kk, d, p, op in
@@ -352,41 +355,40 @@ class _ConvNd(nnx.Module):
             return lax.conv_general_dilated(
                 x, jnp.flip(w, axis=tuple(range(n))), (1,) * n, pads, lhs_dilation=self.stride,
                 rhs_dilation=self.dilation, dimension_numbers=dn, feature_group_count=g)
-        sizes = x.shape[1:1 + n]
-        out_sizes = self._output_sizes(sizes)
-        # phase r covers o' = o + padding = q * stride + r for q in [q0, q1)
-        q_ranges = [(p // s, -(-(p + size) // s))
-                    for p, s, size in zip(self.padding, self.stride, out_sizes)]
-
-        def phase(rs: tuple[int, ...]) -> Array:
-            taps, pads, dilations = [], [(0, 0)], []
-            for r, s, d, kk, size, (q0, q1) in zip(rs, self.stride, self.dilation, k, sizes,
-                                                   q_ranges):
-                ts = [t for t in range(kk) if (t * d - r) % s == 0]
-                if not ts:  # no tap reaches this phase
-                    return jnp.zeros((x.shape[0], *(b - a for a, b in q_ranges),
-                                      self.out_channels), x.dtype)
-                m = [(t * d - r) // s for t in ts]  # out_r[q] = sum_t x[q - m_t] @ w[t]
-                lo = m[-1] - q0
-                pads.append((lo, (q1 - q0) + m[-1] - m[0] - size - lo))
-                dilations.append(m[1] - m[0] if len(m) > 1 else 1)
-                taps.append(ts[::-1])
-            pads.append((0, 0))
-            sub = w[jnp.ix_(*(jnp.asarray(t) for t in taps))] if n > 1 else w[jnp.asarray(taps[0])]
-            xp = lax.pad(x, jnp.zeros((), x.dtype), [(a, b, 0) for a, b in pads])
-            return _grouped_conv(xp, sub, g, window_strides=(1,) * n, padding="VALID",
-                                 rhs_dilation=tuple(dilations), dimension_numbers=dn)
-
-        def interleave(dim: int, rs: tuple[int, ...]) -> Array:
-            if dim == n:
-                return phase(rs)
-            parts = [interleave(dim + 1, rs + (r,)) for r in range(self.stride[dim])]
-            if len(parts) == 1:
-                return parts[0]
-            y = jnp.stack(parts, axis=dim + 2)  # (N, ..., Q_dim, stride_dim, ..., C)
-            return y.reshape(*y.shape[:dim + 1], -1, *y.shape[dim + 3:])
-
-        y = interleave(0, ())
+        sizes, out_sizes = x.shape[1:1 + n], self._output_sizes(x.shape[1:1 + n])
+        taps, pads, q_ranges = [], [(0, 0)], []
+        for kk, s, d, p, size, out in zip(k, self.stride, self.dilation, self.padding, sizes,
+                                          out_sizes):
+            # phase r covers o + padding = q * s + r for q in [q0, q1), and there
+            # out_r[q] = sum over its taps t of x[q - m_t] @ w[t], m_t = (t * d - r) / s
+            q0, q1 = p // s, -(-(p + out) // s)
+            m = {(t, (t * d) % s): (t * d) // s for t in range(kk)}
+            lo, hi = min(m.values()), max(m.values())
+            tap = np.full((hi - lo + 1, s), kk)  # [j, r]: the tap with m_t = hi - j (kk: none)
+            for (t, r), mt in m.items():
+                tap[hi - mt, r] = t
+            taps.append(tap)
+            pads.append((hi - q0, q1 - lo - size))
+            q_ranges.append((q0, q1))
+        pads.append((0, 0))
+        # the kernel: (*J, *stride, cin, g, cout) gathered from w with a zero tap appended
+        wz = jnp.pad(w, [(0, 1)] * n + [(0, 0), (0, 0)]).reshape(*(kk + 1 for kk in k), cin, g,
+                                                                  cout)
+        index = tuple(t.reshape((1,) * i + t.shape[:1] + (1,) * (n - 1 - i) + (1,) * i
+                                + t.shape[1:] + (1,) * (n - 1 - i)) for i, t in enumerate(taps))
+        wc = wz[index]  # (*J, *stride, cin, g, cout)
+        js = wc.shape[:n]
+        wc = jnp.moveaxis(wc, tuple(range(n, 2 * n)), tuple(range(n + 2, 2 * n + 2)))
+        wc = wc.reshape(*js, cin, -1)  # output channels ordered (group, *phase, cout)
+        xp = lax.pad(x, jnp.zeros((), x.dtype), [(a, b, 0) for a, b in pads])
+        y = _grouped_conv(xp, wc, g, window_strides=(1,) * n, padding="VALID",
+                          dimension_numbers=dn)  # (N, *Q, g * prod(stride) * cout)
+        qs = y.shape[1:1 + n]
+        y = y.reshape(y.shape[0], *qs, g, *self.stride, cout)
+        # (N, Q_1, ..., g, s_1, ..., cout) -> (N, Q_1, s_1, Q_2, s_2, ..., g, cout)
+        order = [0] + [a for i in range(n) for a in (1 + i, n + 2 + i)] + [n + 1, 2 * n + 2]
+        y = y.transpose(order).reshape(y.shape[0], *(q * s for q, s in zip(qs, self.stride)),
+                                       self.out_channels)
         start = [p - q0 * s for p, s, (q0, _) in zip(self.padding, self.stride, q_ranges)]
         return lax.slice(y, (0, *start, 0), (y.shape[0], *(a + b for a, b in zip(start, out_sizes)),
                                              y.shape[-1]))

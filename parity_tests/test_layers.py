@@ -142,8 +142,9 @@ def test_cpu_rewrites_avoid_the_ops_xla_cpu_differentiates_slowly(monkeypatch):
     for native in (False, True):
         monkeypatch.setattr(layers, "_native_conv_ops", lambda: native)
         # new modules each time: make_jaxpr caches its trace per callable
-        convs = {4: layers.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
-                 2: layers.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))}  # rewritten: 4 phases, 2 groups
+        # rewritten: the 4 phases as one sub-pixel convolution; one convolution per group
+        convs = {1: layers.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
+                 2: layers.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))}
         for rewritten, conv in convs.items():
             eqns = [e for e in jax.make_jaxpr(lambda v: conv(v))(x).eqns
                     if e.primitive.name == "conv_general_dilated"]
