@@ -309,10 +309,11 @@ class _ConvNd(nnx.Module):
         if unbatched:
             x = x[None]
         sizes = x.shape[1:1 + self.ndim]
-        if min(self._output_sizes(sizes)) < 1:
+        out_sizes = self._output_sizes(sizes)
+        if min(out_sizes) < 1:
             raise ValueError(
                 f"{name}: an input of spatial size {tuple(sizes)} gives an output of size "
-                f"{tuple(self._output_sizes(sizes))}: too small for kernel_size="
+                f"{tuple(out_sizes)}: too small for kernel_size="
                 f"{self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}"
             )
@@ -322,7 +323,7 @@ class _ConvNd(nnx.Module):
         lhs = "N" + spatial + "C"
         dn = lax.conv_dimension_numbers(x.shape, w.shape, (lhs, spatial + "IO", lhs))
         if self.transposed:
-            y = self._transposed(x, w, dn)
+            y = self._transposed(x, w, dn, out_sizes)
         else:
             pads = self._explicit_padding()
             if self.padding_mode != "zeros":
@@ -334,7 +335,7 @@ class _ConvNd(nnx.Module):
             y = y + _bcast(b, y.ndim)
         return y[0] if unbatched else y
 
-    def _transposed(self, x: Array, w: Array, dn) -> Array:
+    def _transposed(self, x: Array, w: Array, dn, out_sizes: list[int]) -> Array:
         # out[i * stride + t * dilation - padding] += x[i] @ w[t]. Written directly (the
         # gradient of a convolution), this is a convolution over the input dilated by the
         # stride, whose weight gradient XLA:CPU computes some 100x slower than a plain one.
@@ -355,7 +356,7 @@ class _ConvNd(nnx.Module):
             return lax.conv_general_dilated(
                 x, jnp.flip(w, axis=tuple(range(n))), (1,) * n, pads, lhs_dilation=self.stride,
                 rhs_dilation=self.dilation, dimension_numbers=dn, feature_group_count=g)
-        sizes, out_sizes = x.shape[1:1 + n], self._output_sizes(x.shape[1:1 + n])
+        sizes = x.shape[1:1 + n]
         taps, pads, q_ranges = [], [(0, 0)], []
         for kk, s, d, p, size, out in zip(k, self.stride, self.dilation, self.padding, sizes,
                                           out_sizes):
