@@ -1,7 +1,7 @@
 """The QRNN against torch's LSTM: forward and training step, jit-compiled JAX vs eager PyTorch.
 
 Bradbury et al. 2016 (figure 4) time one QRNN layer against cuDNN's LSTM at hidden size 320,
-batch 8 to 64 and sequence 32 to 512. Here: :class:`flax_arch.qrnn.QRNNLayer` (fo-pooling,
+batch 8 to 64 and sequence 32 to 512. Here: :class:`flax_arch.models.qrnn.QRNNLayer` (fo-pooling,
 kwidth 2, as the paper) jit-compiled with each of its scan modes (``lax.scan`` and
 ``lax.associative_scan``; the faster one per size is the headline, both are recorded) against
 ``torch.nn.LSTM(320, 320, batch_first=True)`` run eagerly, on the same input, dtype (float32)
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     import torch.nn.functional as F
     from flax import nnx
 
-    import flax_arch.qrnn as fq
+    import flax_arch.models.qrnn as fq
 
     if args.single_core:
         torch.set_num_threads(1)

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_arch import layers
+from flax_arch.nn.conv import _ConvNd
+from flax_arch.nn.linear import Linear
 
 __all__ = [
     "load_torch_state_dict",
@@ -66,9 +67,9 @@ def _conv_rule(n: int, transposed: bool) -> Rule:
 
 def _rules_for(module: nnx.Module) -> Mapping[str, Rule]:
     """The non-identity rules of one leaf layer type (variables not named here are copied)."""
-    if isinstance(module, layers.Linear):
+    if isinstance(module, Linear):
         return {"weight": TRANSPOSE}
-    if isinstance(module, layers._ConvNd):
+    if isinstance(module, _ConvNd):
         return {"weight": _conv_rule(module.ndim, module.transposed)}
     extra = getattr(module, "torch_rules", None)  # recurrent layers: per-weight rules
     return extra() if extra is not None else {}

@@ -1,24 +1,41 @@
-"""The model registry: every architecture with what the parity suite and the benchmarks need.
+"""The model registry: every architecture, with its task, sizes and loss, in one place.
 
 An entry names the Flax class (the torch twin is registered under the same name in
-:mod:`torch_ref.registry`), a small configuration for tests and a full one for benchmarks
-(constructor arguments and example inputs, given in torch's layout), the torch layout of
-each output, and the training loss. Registering a model is all it takes for the parity
-suite and ``python -m benchmarks`` to cover it.
+:mod:`torch_ref.registry`), its task, a small configuration for tests and the slides' one for
+benchmarks (constructor arguments and example inputs, given in torch's layout), the torch
+layout of each output, and the loss its training step minimises. The model files hold only
+models; everything the parity suite, the benchmarks and the trainer read about a model is
+here. Registering a model is all it takes for the parity suite and ``python -m benchmarks``
+to cover it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
 from flax_arch.interop import to_channels_last
+from flax_arch.models.alexnet import AlexNet
+from flax_arch.models.autoencoder import AE, VAE
+from flax_arch.models.conv import CausalConv1d, Conv1d, ConvMLP, ConvTranspose1d
+from flax_arch.models.dcgan import Discriminator, Generator
+from flax_arch.models.dense import MLP, LinearRegression, LogisticRegression, SoftmaxClassifier
+from flax_arch.models.densenet import DenseNet
+from flax_arch.models.embedding import Embedding, OneHotLinear
+from flax_arch.models.inception import GoogLeNet, Inception
+from flax_arch.models.qrnn import QRNN, QRNNLayer
+from flax_arch.models.recurrent import GRU, LSTM, RNN, RNNClassifier
+from flax_arch.models.resnet import Bottleneck, ResLayer, ResNet, resnet18
+from flax_arch.models.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
+from flax_arch.models.unet import UNet
 
-__all__ = ["Input", "Config", "ModelEntry", "register", "list_models", "get_model", "get_entry"]
+__all__ = ["Input", "Config", "ModelEntry", "TASKS", "register", "list_models", "get_model",
+           "get_entry"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +86,24 @@ class Config:
     target: Input | None = None
 
 
+# What a model does, as the trainer and the benchmarks read it:
+TASKS = {
+    "classify": "integer class per example; log-probabilities (nll) or logits (cross_entropy)",
+    "classify_steps": "integer class at every step of a sequence (the label repeated)",
+    "segment": "integer class per pixel",
+    "reconstruct": "an auto-encoder: its input is its target (mse)",
+    "vae": "the variational auto-encoder: (recon, mu, logvar) and the VAE loss",
+    "generate": "a GAN generator: noise in, images out (trained with its discriminator)",
+    "discriminate": "a GAN discriminator: images in, a probability out",
+    "regress": "a layer or block on a synthetic target of its output's shape",
+}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered architecture.
+
+    ``task`` is one of :data:`TASKS`.
 
     ``outputs`` gives the torch layout of each output leaf in order (``jax.tree.leaves``
     order of the Flax output). ``loss`` names a loss of :mod:`flax_arch.losses` /
@@ -81,10 +113,16 @@ class ModelEntry:
     name: str
     family: str
     cls: Callable[..., nnx.Module]
+    task: str
     test: Config
     bench: Config
     outputs: tuple[str, ...]
     loss: str
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.name!r}: task must be one of {sorted(TASKS)}, "
+                             f"got {self.task!r}")
 
     def config(self, size: str) -> Config:
         if size not in ("test", "bench"):
@@ -137,3 +175,314 @@ def get_model(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
     """Builds the registered model ``name`` with constructor ``kwargs`` (the class defaults
     otherwise), as ``torch_ref.get_model`` builds its twin."""
     return get_entry(name).cls(**kwargs, rngs=rngs)
+
+
+# ---------------------------------------------------------------- dense
+
+def _nc(features: int, batch: int = 4) -> tuple[Input, ...]:
+    return (Input((batch, features), "NC"),)
+
+
+register(ModelEntry(
+    "logistic_regression", "dense", LogisticRegression, task="regress",
+    test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC", "unit")),
+    bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC", "unit")),
+    outputs=("NC",), loss="bce",
+))
+register(ModelEntry(
+    "linear_regression", "dense", LinearRegression, task="regress",
+    test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC")),
+    bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC")),
+    outputs=("NC",), loss="mse",
+))
+register(ModelEntry(
+    "softmax_classifier", "dense", SoftmaxClassifier, task="classify",
+    test=Config({"num_inputs": 16, "num_outputs": 5}, _nc(16), Input((4,), "N", "index", 5)),
+    bench=Config({"num_inputs": 100, "num_outputs": 20}, _nc(100, 256),
+                 Input((256,), "N", "index", 20)),
+    outputs=("NC",), loss="nll",
+))
+register(ModelEntry(
+    "mlp", "dense", MLP, task="classify",
+    test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5}, _nc(16),
+                Input((4,), "N", "index", 5)),
+    bench=Config({}, _nc(100, 256), Input((256,), "N", "index", 20)),
+    outputs=("NC",), loss="nll",
+))
+
+
+# ---------------------------------------------------------------- embedding
+
+register(ModelEntry(
+    "one_hot_linear", "embedding", OneHotLinear, task="regress",
+    test=Config({"vocab_size": 50, "hidden_size": 8}, (Input((6, 50), "NC", "onehot", 50),),
+                Input((6, 8), "NC")),
+    bench=Config({"vocab_size": 10000, "hidden_size": 100},
+                 (Input((256, 10000), "NC", "onehot", 10000),), Input((256, 100), "NC")),
+    outputs=("NC",), loss="mse",
+))
+register(ModelEntry(
+    "embedding", "embedding", Embedding, task="regress",
+    test=Config({"num_embeddings": 50, "embedding_dim": 8, "padding_idx": 0},
+                (Input((6, 7), "NL", "index", 50),), Input((6, 7, 8), "NLC")),
+    bench=Config({"num_embeddings": 10000, "embedding_dim": 100},
+                 (Input((256, 32), "NL", "index", 10000),), Input((256, 32, 100), "NLC")),
+    outputs=("NLC",), loss="mse",
+))
+
+
+# ---------------------------------------------------------------- recurrent
+
+register(ModelEntry(
+    "rnn", "recurrent", RNN, task="regress",
+    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2},
+                (Input((5, 2, 4), "LNC"),), Input((5, 2, 3), "LNC")),
+    bench=Config({"input_size": 100, "hidden_size": 512},
+                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
+    outputs=("LNC", "DNC"), loss="mse",
+))
+register(ModelEntry(
+    "lstm", "recurrent", LSTM, task="regress",
+    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2, "bidirectional": True},
+                (Input((5, 2, 4), "LNC"),), Input((5, 2, 6), "LNC")),
+    bench=Config({"input_size": 100, "hidden_size": 512},
+                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
+    outputs=("LNC", "DNC", "DNC"), loss="mse",
+))
+register(ModelEntry(
+    "gru", "recurrent", GRU, task="regress",
+    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2, "batch_first": True},
+                (Input((2, 5, 4), "NLC"),), Input((2, 5, 3), "NLC")),
+    bench=Config({"input_size": 100, "hidden_size": 512, "batch_first": True},
+                 (Input((16, 100, 100), "NLC"),), Input((16, 100, 512), "NLC")),
+    outputs=("NLC", "DNC"), loss="mse",
+))
+register(ModelEntry(
+    "rnn_classifier", "recurrent", RNNClassifier, task="classify_steps",
+    test=Config({"num_inputs": 4, "hidden_size": 3, "num_outputs": 6, "num_layers": 2},
+                (Input((2, 5, 4), "NLC"),), Input((2, 5), "NL", "index", 6)),
+    bench=Config({"num_inputs": 100, "hidden_size": 512, "num_outputs": 10},
+                 (Input((16, 100, 100), "NLC"),), Input((16, 100), "NL", "index", 10)),
+    outputs=("NLC",), loss="nll_classes_last",
+))
+
+
+# ---------------------------------------------------------------- conv
+
+register(ModelEntry(
+    "conv1d", "conv", Conv1d, task="regress",
+    test=Config({"in_channels": 4, "out_channels": 8, "kernel_size": 3, "padding": 1},
+                (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
+    bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "padding": 1},
+                 (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+register(ModelEntry(
+    "causal_conv1d", "conv", CausalConv1d, task="regress",
+    test=Config({"in_channels": 4, "out_channels": 8, "kernel_size": 3, "dilation": 2},
+                (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
+    bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "dilation": 2},
+                 (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+register(ModelEntry(
+    "conv_mlp", "conv", ConvMLP, task="classify_steps",
+    test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5},
+                (Input((2, 16, 6), "NCL"),), Input((2, 6), "NL", "index", 5)),
+    bench=Config({}, (Input((16, 100, 64), "NCL"),), Input((16, 64), "NL", "index", 20)),
+    outputs=("NCL",), loss="nll",
+))
+register(ModelEntry(
+    "conv_transpose1d", "conv", ConvTranspose1d, task="regress",
+    test=Config({"in_channels": 4, "out_channels": 6, "kernel_size": 8, "stride": 4},
+                (Input((2, 4, 5), "NCL"),), Input((2, 6, 24), "NCL")),
+    bench=Config({"in_channels": 128, "out_channels": 64, "kernel_size": 8, "stride": 4},
+                 (Input((32, 128, 256), "NCL"),), Input((32, 64, 1028), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+
+
+# ---------------------------------------------------------------- qrnn
+
+register(ModelEntry(
+    "qrnn_layer", "qrnn", QRNNLayer, task="regress",
+    test=Config({"num_inputs": 4, "num_outputs": 6, "kwidth": 2, "pooling": "fo"},
+                (Input((2, 5, 4), "NLC"), Input((2, 6), "NC")), Input((2, 5, 6), "NLC")),
+    bench=Config({"num_inputs": 320, "num_outputs": 320, "kwidth": 2, "pooling": "fo"},
+                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
+    outputs=("NLC", "NC"), loss="mse",
+))
+register(ModelEntry(
+    "qrnn", "qrnn", QRNN, task="regress",
+    test=Config({"num_inputs": 4, "hidden_size": 6, "num_layers": 2, "kwidth": 3,
+                 "pooling": "ifo", "bidirectional": True},
+                (Input((2, 5, 4), "NLC"), Input((4, 2, 6), "DNC")), Input((2, 5, 12), "NLC")),
+    bench=Config({"num_inputs": 320, "hidden_size": 320, "kwidth": 2, "pooling": "fo"},
+                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
+    outputs=("NLC", "DNC"), loss="mse",
+))
+
+
+# ---------------------------------------------------------------- autoencoder
+
+register(ModelEntry(
+    "ae", "autoencoder", AE, task="reconstruct",
+    test=Config({"num_inputs": 48}, (Input((4, 48), "NC"),), Input((4, 48), "NC")),
+    bench=Config({"num_inputs": 784}, (Input((256, 784), "NC"),), Input((256, 784), "NC")),
+    outputs=("NC",), loss="mse",
+))
+register(ModelEntry(
+    "vae", "autoencoder", VAE, task="vae",
+    test=Config({}, (Input((4, 784), "NC", "unit"), Input((4, 20), "NC")),
+                Input((4, 784), "NC", "unit")),
+    bench=Config({}, (Input((256, 784), "NC", "unit"), Input((256, 20), "NC")),
+                 Input((256, 784), "NC", "unit")),
+    outputs=("NC", "NC", "NC"), loss="vae",
+))
+
+
+# ---------------------------------------------------------------- alexnet
+
+register(ModelEntry(
+    "alexnet", "alexnet", AlexNet, task="classify",
+    test=Config({"num_classes": 10, "dropout": 0.0}, (Input((2, 3, 64, 64), "NCHW"),),
+                Input((2,), "N", "index", 10)),
+    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+
+
+# ---------------------------------------------------------------- inception
+
+register(ModelEntry(
+    "inception", "inception", Inception, task="regress",
+    test=Config({"in_channels": 8, "ch1x1": 4, "ch3x3red": 3, "ch3x3": 5, "ch5x5red": 2,
+                 "ch5x5": 3, "pool_proj": 4},
+                (Input((2, 8, 7, 6), "NCHW"),), Input((2, 16, 7, 6), "NCHW")),
+    bench=Config({"in_channels": 192, "ch1x1": 64, "ch3x3red": 96, "ch3x3": 128,
+                  "ch5x5red": 16, "ch5x5": 32, "pool_proj": 32},
+                 (Input((32, 192, 28, 28), "NCHW"),), Input((32, 256, 28, 28), "NCHW")),
+    outputs=("NCHW",), loss="mse",
+))
+register(ModelEntry(
+    "googlenet", "inception", GoogLeNet, task="classify",
+    test=Config({"num_classes": 10, "dropout": 0.0, "dropout_aux": 0.0},
+                (Input((2, 3, 64, 64), "NCHW"),), Input((2,), "N", "index", 10)),
+    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+
+
+# ---------------------------------------------------------------- resnet
+
+def _images(batch: int, size: int, num_classes: int) -> dict:
+    return dict(inputs=(Input((batch, 3, size, size), "NCHW"),),
+                target=Input((batch,), "N", "index", num_classes))
+
+
+register(ModelEntry(
+    "res_layer", "resnet", ResLayer, task="regress",
+    test=Config({"num_inputs": 8}, (Input((2, 8, 12, 12), "NCHW"),), Input((2, 8, 12, 12), "NCHW")),
+    # the slide's ResLayer(64) on its 100 x 100 input
+    bench=Config({"num_inputs": 64}, (Input((16, 64, 100, 100), "NCHW"),),
+                 Input((16, 64, 100, 100), "NCHW")),
+    outputs=("NCHW",), loss="mse",
+))
+# ResNet test inputs are 2 x 64 x 64 so that the last stage's train-mode BatchNorm sees
+# 2 * 2 * 2 values per channel: with 2 * 1 * 1 it maps every pair to (-1, 1) whatever the
+# input, and its gradient is rounding noise.
+register(ModelEntry(
+    "resnet18", "resnet", resnet18, task="classify",
+    test=Config({"num_classes": 10}, **_images(2, 64, 10)),
+    bench=Config({}, **_images(16, 224, 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+# Bottleneck ResNets at one block per stage for tests; at bench, ResNet-50 and ResNeXt-50 32x4d.
+register(ModelEntry(
+    "resnet_bottleneck", "resnet", partial(ResNet, Bottleneck), task="classify",
+    test=Config({"layers": [1, 1, 1, 1], "num_classes": 10}, **_images(2, 64, 10)),
+    bench=Config({"layers": [3, 4, 6, 3]}, **_images(16, 224, 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+register(ModelEntry(
+    "resnext", "resnet", partial(ResNet, Bottleneck), task="classify",
+    test=Config({"layers": [1, 1, 1, 1], "groups": 4, "width_per_group": 8, "num_classes": 10},
+                **_images(2, 64, 10)),
+    bench=Config({"layers": [3, 4, 6, 3], "groups": 32, "width_per_group": 4},
+                 **_images(16, 224, 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+
+
+# ---------------------------------------------------------------- densenet
+
+register(ModelEntry(
+    "densenet121", "densenet", DenseNet, task="classify",
+    # test: a narrow two-block DenseNet-BC; bench: the class defaults, DenseNet-121
+    test=Config({"growth_rate": 8, "block_config": (2, 2), "num_init_features": 16,
+                 "bn_size": 2, "num_classes": 10},
+                (Input((2, 3, 32, 32), "NCHW"),), Input((2,), "N", "index", 10)),
+    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    outputs=("NC",), loss="cross_entropy",
+))
+
+
+# ---------------------------------------------------------------- unet
+
+register(ModelEntry(
+    "unet", "unet", UNet, task="segment",
+    # depth 2, non-square: 44 x 52 -> 4 x 12 (valid sizes 4k + 12, k >= 8)
+    test=Config({"in_channels": 3, "num_classes": 3, "base_channels": 4, "depth": 2},
+                (Input((2, 3, 44, 52), "NCHW"),), Input((2, 4, 12), "NHW", "index", 3)),
+    # the paper's network: 572 x 572 -> 388 x 388, pixel-wise softmax cross-entropy
+    bench=Config({}, (Input((1, 1, 572, 572), "NCHW"),), Input((1, 388, 388), "NHW", "index", 2)),
+    outputs=("NCHW",), loss="cross_entropy",
+))
+
+
+# ---------------------------------------------------------------- segan
+
+register(ModelEntry(
+    "down_conv1d_block", "segan", DownConv1dBlock, task="regress",
+    test=Config({"ninp": 2, "fmap": 4, "kwidth": 31, "stride": 4},
+                (Input((2, 2, 64), "NCL"),), Input((2, 4, 16), "NCL")),
+    # the slide's block and length, at batch 8
+    bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
+                 (Input((8, 1, 4000), "NCL"),), Input((8, 1, 1000), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+register(ModelEntry(
+    "up_conv1d_block", "segan", UpConv1dBlock, task="regress",
+    test=Config({"ninp": 4, "fmap": 2, "kwidth": 31, "stride": 4},
+                (Input((2, 4, 16), "NCL"),), Input((2, 2, 64), "NCL")),
+    bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
+                 (Input((8, 1, 1000), "NCL"),), Input((8, 1, 4000), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+register(ModelEntry(
+    "segan_generator", "segan", Conv1dGenerator, task="regress",
+    test=Config({"enc_fmaps": (4, 8), "kwidth": 31, "pooling": 4},
+                (Input((2, 1, 256), "NCL"),), Input((2, 1, 256), "NCL")),
+    # the slide's generator: 8192 samples (about half a second at 16 kHz), batch 8
+    bench=Config({}, (Input((8, 1, 8192), "NCL"),), Input((8, 1, 8192), "NCL")),
+    outputs=("NCL",), loss="mse",
+))
+
+
+# ---------------------------------------------------------------- dcgan
+
+register(ModelEntry(
+    "dcgan_generator", "dcgan", Generator, task="generate",
+    test=Config({"nc": 3, "nz": 16, "ngf": 8}, (Input((4, 16, 1, 1), "NCHW"),),
+                Input((4, 3, 64, 64), "NCHW")),
+    # the slide's generator at the example's batch size
+    bench=Config({}, (Input((64, 100, 1, 1), "NCHW"),), Input((64, 3, 64, 64), "NCHW")),
+    outputs=("NCHW",), loss="mse",
+))
+register(ModelEntry(
+    "dcgan_discriminator", "dcgan", Discriminator, task="discriminate",
+    test=Config({"nc": 3, "ndf": 8}, (Input((4, 3, 64, 64), "NCHW"),),
+                Input((4, 1, 1, 1), "NCHW", "unit")),
+    bench=Config({}, (Input((64, 3, 64, 64), "NCHW"),), Input((64, 1, 1, 1), "NCHW", "unit")),
+    outputs=("NCHW",), loss="bce",
+))

@@ -247,7 +247,7 @@ class _GAN(_Task):
         return jax.random.normal(key, (n, *self.z_shape), jnp.float32)
 
     def train_step(self, models, opts, key, batch):
-        from flax_arch.dcgan import adversarial_step
+        from flax_arch.training.gan import adversarial_step
 
         real = batch["x"] * 2.0 - 1.0
         z = self.noise(key, real.shape[0])

@@ -9,7 +9,7 @@ import torchvision
 from flax import nnx
 
 import torch_ref.alexnet
-from flax_arch.alexnet import AlexNet
+from flax_arch.models.alexnet import AlexNet
 from parity_tests.harness import Pair
 
 DTYPES = [np.float64, np.float32]

@@ -9,7 +9,7 @@ from flax import nnx
 
 import flax_arch
 import torch_ref.autoencoder
-from flax_arch.autoencoder import AE, VAE
+from flax_arch.models.autoencoder import AE, VAE
 from parity_tests.harness import assert_close
 from parity_tests.tolerances import tolerance
 

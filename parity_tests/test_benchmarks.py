@@ -20,7 +20,7 @@ import torch_ref
 from benchmarks import flops, harness, report
 from benchmarks.__main__ import USAGE_ERROR, main, parse_args
 from benchmarks.device import DeviceInfo
-from flax_arch import layers, registry
+from flax_arch import nn, registry
 
 REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_eager_ms",
             "torch_compile_ms", "speedup", "jax_compile_s", "flops", "precision", "threads",
@@ -108,14 +108,14 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     assert main(["--report", str(tmp_path / "missing.json")]) == USAGE_ERROR
 
 
-class _Broken(layers.Linear):
+class _Broken(nn.Linear):
     def __call__(self, x):
         raise ValueError("deliberately broken")
 
 
 def test_a_failing_model_is_reported_not_dropped(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(registry._REGISTRY, "broken", registry.ModelEntry(
-        "broken", "test", _Broken,
+        "broken", "test", _Broken, task="regress",
         test=registry.Config({"in_features": 3, "out_features": 2},
                              (registry.Input((2, 3), "NC"),), registry.Input((2, 2), "NC")),
         bench=registry.Config({"in_features": 3, "out_features": 2},
@@ -168,8 +168,8 @@ def test_time_limit_reports_the_rest_as_skipped(tmp_path):
 
 
 def _tiny_cnn(*, rngs):
-    return layers.Sequential(layers.Conv2d(2, 4, 3, rngs=rngs), layers.BatchNorm2d(4),
-                             layers.ReLU(), layers.MaxPool2d(2), layers.AvgPool2d(2))
+    return nn.Sequential(nn.Conv2d(2, 4, 3, rngs=rngs), nn.BatchNorm2d(4),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2))
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def tiny_cnn(monkeypatch):
     cfg = registry.Config({}, (registry.Input((3, 2, 10, 10), "NCHW"),),
                           registry.Input((3, 4, 2, 2), "NCHW"))
     monkeypatch.setitem(registry._REGISTRY, "tiny_cnn", registry.ModelEntry(
-        "tiny_cnn", "test", _tiny_cnn, test=cfg, bench=cfg, outputs=("NCHW",), loss="mse"))
+        "tiny_cnn", "test", _tiny_cnn, task="regress", test=cfg, bench=cfg, outputs=("NCHW",), loss="mse"))
     monkeypatch.setitem(torch_ref.registry._MODELS, "tiny_cnn", lambda: torch.nn.Sequential(
         torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
         torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(2)))

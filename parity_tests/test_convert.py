@@ -8,7 +8,6 @@ import torch
 from flax import nnx
 
 import flax_arch
-import flax_arch.inception  # noqa: F401  (registers inception: BatchNorm buffers)
 import torch_ref
 import torch_ref.inception  # noqa: F401
 from flax_arch.checkpoint import CheckpointError, load_model

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-import flax_arch.dcgan  # noqa: F401  (registers the DCGAN pair: BatchNorm in G and D)
 from flax_arch import get_entry, torch_state_dict
 from flax_arch.checkpoint import load_model
 from flax_arch.train import TrainConfig, Trainer
@@ -23,7 +22,7 @@ from parity_tests.tolerances import tolerance
 EIGHT_DEVICES = JAX_SETUP + """
 import json, sys
 import numpy as np
-import flax_arch.dcgan
+import flax_arch.models.dcgan
 from flax_arch.train import TrainConfig, Trainer
 
 assert jax.device_count() == 8, jax.devices()

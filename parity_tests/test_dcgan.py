@@ -8,7 +8,7 @@ import pytest
 import torch
 from flax import nnx
 
-import flax_arch.dcgan
+import flax_arch.models.dcgan
 import torch_ref.dcgan
 from parity_tests.harness import Pair, assert_close
 from parity_tests.tolerances import tolerance
@@ -41,7 +41,7 @@ def test_adversarial_steps(dtype):
     same G and D parameters and BatchNorm statistics on both sides after each."""
     g, d = Pair("dcgan_generator", dtype), Pair("dcgan_discriminator", dtype)
     torch_opts = torch_ref.dcgan.dcgan_optimizers(g.torch, d.torch)
-    flax_opts = flax_arch.dcgan.dcgan_optimizers(g.flax, d.flax)
+    flax_opts = flax_arch.dcgan_optimizers(g.flax, d.flax)
     nets = {"G": g.torch, "D": d.torch}
     start = {(n, k): v.clone() for n, net in nets.items() for k, v in net.state_dict().items()}
     rng = np.random.default_rng(7)
@@ -50,7 +50,7 @@ def test_adversarial_steps(dtype):
         noise = rng.standard_normal((4, NZ, 1, 1)).astype(dtype)
         ref = torch_ref.dcgan.adversarial_step(g.torch, d.torch, *torch_opts,
                                                torch.from_numpy(real), torch.from_numpy(noise))
-        ours = flax_arch.dcgan.adversarial_step(g.flax, d.flax, *flax_opts,
+        ours = nnx.jit(flax_arch.adversarial_step)(g.flax, d.flax, *flax_opts,
                                                 jnp.asarray(real.transpose(0, 2, 3, 1)),
                                                 jnp.asarray(noise.transpose(0, 2, 3, 1)))
         for field in ours._fields:
@@ -76,8 +76,8 @@ def test_the_papers_initialisation():
     torch.manual_seed(0)
     g, d = (flax_arch.get_entry(name).test.kwargs for name in MODELS)
     models = [torch_ref.dcgan.Generator(**g), torch_ref.dcgan.Discriminator(**d),
-              flax_arch.dcgan.Generator(**g, rngs=nnx.Rngs(0)),
-              flax_arch.dcgan.Discriminator(**d, rngs=nnx.Rngs(1))]
+              flax_arch.models.dcgan.Generator(**g, rngs=nnx.Rngs(0)),
+              flax_arch.models.dcgan.Discriminator(**d, rngs=nnx.Rngs(1))]
     for pair in (models[:2], models[2:]):
         sd = {}
         for i, model in enumerate(pair):
@@ -101,8 +101,8 @@ def test_the_papers_initialisation():
 def test_slide_shapes():
     """The slides print z (1, 100, 1, 1) -> (1, 3, 64, 64) and (1, 3, 64, 64) -> (1, 1, 1, 1);
     channels-last here: (1, 1, 1, 100) -> (1, 64, 64, 3) -> (1, 1, 1, 1)."""
-    assert flax_output_shape(flax_arch.dcgan.Generator, (1, 1, 1, 100)) == (1, 64, 64, 3)
-    assert flax_output_shape(flax_arch.dcgan.Discriminator, (1, 64, 64, 3)) == (1, 1, 1, 1)
+    assert flax_output_shape(flax_arch.models.dcgan.Generator, (1, 1, 1, 100)) == (1, 64, 64, 3)
+    assert flax_output_shape(flax_arch.models.dcgan.Discriminator, (1, 64, 64, 3)) == (1, 1, 1, 1)
     with torch.device("meta"):
         x = torch_ref.dcgan.Generator()(torch.empty(1, 100, 1, 1))
         y = torch_ref.dcgan.Discriminator()(torch.empty(1, 3, 64, 64))
@@ -110,9 +110,9 @@ def test_slide_shapes():
 
 
 def test_small_configurations_keep_the_image_size():
-    assert flax_output_shape(flax_arch.dcgan.Generator, (2, 1, 1, 8), nc=1, nz=8,
+    assert flax_output_shape(flax_arch.models.dcgan.Generator, (2, 1, 1, 8), nc=1, nz=8,
                              ngf=4) == (2, 64, 64, 1)
-    assert flax_output_shape(flax_arch.dcgan.Discriminator, (2, 64, 64, 1), nc=1,
+    assert flax_output_shape(flax_arch.models.dcgan.Discriminator, (2, 64, 64, 1), nc=1,
                              ndf=4) == (2, 1, 1, 1)
 
 
@@ -121,11 +121,11 @@ def test_small_configurations_keep_the_image_size():
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match=r"channels-last z of shape \(batch, 1, 1, nz=100\)"):
-        flax_output_shape(flax_arch.dcgan.Generator, (1, 100, 1, 1))  # torch's layout
+        flax_output_shape(flax_arch.models.dcgan.Generator, (1, 100, 1, 1))  # torch's layout
     with pytest.raises(ValueError, match=r"channels-last images of shape \(batch, 64, 64, nc=3\)"):
-        flax_output_shape(flax_arch.dcgan.Discriminator, (1, 3, 64, 64))
+        flax_output_shape(flax_arch.models.dcgan.Discriminator, (1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"got \(1, 128, 128, 3\)"):
-        flax_output_shape(flax_arch.dcgan.Discriminator, (1, 128, 128, 3))
+        flax_output_shape(flax_arch.models.dcgan.Discriminator, (1, 128, 128, 3))
     with torch.device("meta"):
         with pytest.raises(ValueError, match=r"z of shape \(batch, nz=100, 1, 1\)"):
             torch_ref.dcgan.Generator()(torch.empty(1, 1, 1, 100))
@@ -139,7 +139,7 @@ def test_bad_inputs():
 def full_size_output(cls_name: str, x: np.ndarray) -> np.ndarray:
     """The slide-size network's torch output on x (torch layout), checked against Flax's."""
     torch_model = getattr(torch_ref.dcgan, cls_name)()
-    flax_model = getattr(flax_arch.dcgan, cls_name)(rngs=nnx.Rngs(0))
+    flax_model = getattr(flax_arch.models.dcgan, cls_name)(rngs=nnx.Rngs(0))
     flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x)).numpy()

@@ -13,7 +13,7 @@ import torch
 from flax import nnx
 
 import flax_arch
-import flax_arch.densenet as F
+import flax_arch.models.densenet as F
 import torch_ref
 import torch_ref.densenet as T
 from parity_tests.harness import Pair

@@ -11,8 +11,8 @@ from flax import nnx
 
 import flax_arch
 import torch_ref.inception
-from flax_arch.inception import GoogLeNet, Inception
-from flax_arch.layers import MaxPool2d
+from flax_arch.models.inception import GoogLeNet, Inception
+from flax_arch.nn import MaxPool2d
 from parity_tests.harness import Pair, assert_close
 from parity_tests.tolerances import tolerance
 

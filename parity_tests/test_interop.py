@@ -9,7 +9,7 @@ from flax import nnx
 
 import flax_arch
 import torch_ref
-from flax_arch import layers
+from flax_arch import nn
 
 
 def snapshot(model):
@@ -60,7 +60,7 @@ def test_non_strict_load_loads_what_fits_and_reports_the_rest():
 
 
 def test_numpy_state_dicts_load_and_values_are_cast_to_the_models_dtype():
-    model = layers.Linear(3, 2, rngs=nnx.Rngs(0))
+    model = nn.Linear(3, 2, rngs=nnx.Rngs(0))
     w = np.arange(6, dtype=np.float64).reshape(2, 3)
     flax_arch.load_torch_state_dict(model, {"weight": w, "bias": np.ones(2)})
     assert model.weight[...].dtype == jnp.float32
@@ -70,7 +70,7 @@ def test_numpy_state_dicts_load_and_values_are_cast_to_the_models_dtype():
 def test_loaded_weights_do_not_alias_torch_memory():
     """torch's in-place optimizer updates must not reach into a JAX array."""
     t = torch.nn.Linear(3, 2)
-    model = layers.Linear(3, 2, rngs=nnx.Rngs(0))
+    model = nn.Linear(3, 2, rngs=nnx.Rngs(0))
     flax_arch.load_torch_state_dict(model, t.state_dict())
     before = np.asarray(model.bias[...]).copy()
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_loaded_weights_do_not_alias_torch_memory():
 
 def test_bfloat16_tensors_load():
     t = torch.nn.Linear(3, 2).to(torch.bfloat16)
-    model = layers.Linear(3, 2, rngs=nnx.Rngs(0), param_dtype=jnp.bfloat16)
+    model = nn.Linear(3, 2, rngs=nnx.Rngs(0), param_dtype=jnp.bfloat16)
     flax_arch.load_torch_state_dict(model, t.state_dict())
     np.testing.assert_array_equal(np.asarray(model.weight[...], np.float32),
                                   t.weight.detach().float().numpy().T)
@@ -89,7 +89,7 @@ def test_bfloat16_tensors_load():
 def test_round_trip_includes_batchnorm_buffers_bit_identically():
     t = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     t(torch.randn(2, 3, 6, 6))  # moves the running statistics off their initial values
-    f = layers.Sequential(layers.Conv2d(3, 4, 3, rngs=nnx.Rngs(0)), layers.BatchNorm2d(4))
+    f = nn.Sequential(nn.Conv2d(3, 4, 3, rngs=nnx.Rngs(0)), nn.BatchNorm2d(4))
     flax_arch.load_torch_state_dict(f, t.state_dict())
     back = flax_arch.torch_state_dict(f)
     assert set(back) == set(t.state_dict())
@@ -99,7 +99,7 @@ def test_round_trip_includes_batchnorm_buffers_bit_identically():
 
 
 def test_gradients_convert_to_torch_names_and_layouts():
-    f = layers.Conv1d(2, 3, 4, rngs=nnx.Rngs(0))
+    f = nn.Conv1d(2, 3, 4, rngs=nnx.Rngs(0))
     grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((1, 5, 2)))))(f)
     out = flax_arch.torch_state_dict(f, grads)
     assert out["weight"].shape == (3, 2, 4) and out["bias"].shape == (3,)

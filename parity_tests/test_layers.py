@@ -1,5 +1,6 @@
 """Leaf layers against torch.nn: hyperparameter sweeps, some property-based."""
 
+import re
 import jax
 import numpy as np
 import pytest
@@ -8,18 +9,20 @@ from flax import nnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flax_arch import layers
+from flax_arch import nn
+from flax_arch.nn import lowering
 from parity_tests.harness import Pair
 
 F64, F32 = np.float64, np.float32
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(params=["cpu rewrites", "native ops"])
-def conv_lowering(request, monkeypatch):
-    """Both forms of grouped and transposed convolutions: the CPU's rewrites into plain
-    convolutions, and XLA's own operations that GPU and TPU use."""
-    monkeypatch.setattr(layers, "_native_conv_ops", lambda: request.param == "native ops")
+@pytest.fixture(params=["rewrite", "xla"])
+def conv_lowering(request):
+    """Both forms of grouped and transposed convolutions (and max-pools): the CPU's rewrites
+    into plain convolutions, and XLA's own operations that other platforms use."""
+    with lowering.forms(request.param):
+        yield
 
 
 def layer_pair(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
@@ -39,7 +42,7 @@ def check(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5), (5,)])
 def test_linear(shape, bias, dtype):
     torch.manual_seed(0)
-    check(torch.nn.Linear(5, 4, bias=bias), layers.Linear(5, 4, bias, rngs=nnx.Rngs(0),
+    check(torch.nn.Linear(5, 4, bias=bias), nn.Linear(5, 4, bias, rngs=nnx.Rngs(0),
                                                           param_dtype=dtype), shape, "NC", dtype)
 
 
@@ -66,7 +69,7 @@ CONV1D_CASES = [
 @pytest.mark.parametrize("kw", CONV1D_CASES, ids=str)
 def test_conv1d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
-    check(torch.nn.Conv1d(4, 8, **kw), layers.Conv1d(4, 8, **kw, rngs=nnx.Rngs(0),
+    check(torch.nn.Conv1d(4, 8, **kw), nn.Conv1d(4, 8, **kw, rngs=nnx.Rngs(0),
                                                      param_dtype=dtype), (2, 4, 11), "NCL", dtype)
 
 
@@ -86,7 +89,7 @@ CONV2D_CASES = [
 @pytest.mark.parametrize("kw", CONV2D_CASES, ids=str)
 def test_conv2d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
-    check(torch.nn.Conv2d(4, 8, **kw), layers.Conv2d(4, 8, **kw, rngs=nnx.Rngs(0),
+    check(torch.nn.Conv2d(4, 8, **kw), nn.Conv2d(4, 8, **kw, rngs=nnx.Rngs(0),
                                                      param_dtype=dtype), (2, 4, 13, 12), "NCHW", dtype)
 
 
@@ -108,7 +111,7 @@ CONVT_CASES = [
 def test_conv_transpose1d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.ConvTranspose1d(4, 8, **kw),
-          layers.ConvTranspose1d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
+          nn.ConvTranspose1d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
           (2, 4, 9), "NCL", dtype)
 
 
@@ -119,7 +122,7 @@ def test_conv_transpose1d(kw, dtype, conv_lowering):
 def test_conv_transpose2d(kw, dtype, conv_lowering):
     torch.manual_seed(0)
     check(torch.nn.ConvTranspose2d(4, 8, **kw),
-          layers.ConvTranspose2d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
+          nn.ConvTranspose2d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
           (2, 4, 6, 5), "NCHW", dtype)
 
 
@@ -127,7 +130,7 @@ def test_conv_transpose2d(kw, dtype, conv_lowering):
 def test_conv_with_an_empty_output_is_refused_as_torch_refuses_it(cls):
     kw = dict(padding=1) if cls == "ConvTranspose1d" else dict(dilation=3)
     t, f = getattr(torch.nn, cls)(1, 1, 3 if cls == "Conv1d" else 1, **kw), \
-        getattr(layers, cls)(1, 1, 3 if cls == "Conv1d" else 1, **kw, rngs=nnx.Rngs(0))
+        getattr(nn, cls)(1, 1, 3 if cls == "Conv1d" else 1, **kw, rngs=nnx.Rngs(0))
     x = np.ones((2, 1, 1), np.float32)  # length 1
     with pytest.raises(RuntimeError):
         t(torch.from_numpy(x))
@@ -135,29 +138,50 @@ def test_conv_with_an_empty_output_is_refused_as_torch_refuses_it(cls):
         f(np.moveaxis(x, 1, -1))
 
 
-def test_cpu_rewrites_avoid_the_ops_xla_cpu_differentiates_slowly(monkeypatch):
-    """On CPU no convolution of a transposed or grouped layer dilates its input or groups
-    its features; with native ops (GPU, TPU) each layer is one such convolution."""
+def _convs(jaxpr_or_fn, x):
+    eqns = jax.make_jaxpr(jaxpr_or_fn)(x).eqns
+    return [e for e in eqns if e.primitive.name == "conv_general_dilated"]
+
+
+@pytest.mark.parametrize("form", ["rewrite", "xla"])
+def test_each_form_emits_its_convolutions(form):
+    """The rewrites dilate no input and group no features: the 4 phases of a stride-2
+    transposed convolution are one sub-pixel convolution, a grouped one is one convolution
+    per group; XLA's form is one such convolution each."""
     x = np.ones((2, 6, 5, 4), np.float32)
-    for native in (False, True):
-        monkeypatch.setattr(layers, "_native_conv_ops", lambda: native)
-        # new modules each time: make_jaxpr caches its trace per callable
-        # rewritten: the 4 phases as one sub-pixel convolution; one convolution per group
-        convs = {1: layers.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
-                 2: layers.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))}
+    # new modules each time: make_jaxpr caches its trace per callable
+    convs = {1: nn.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
+             2: nn.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))}
+    with lowering.forms(form):
         for rewritten, conv in convs.items():
-            eqns = [e for e in jax.make_jaxpr(lambda v: conv(v))(x).eqns
-                    if e.primitive.name == "conv_general_dilated"]
+            eqns = _convs(lambda v: conv(v), x)
             special = [e for e in eqns if max(e.params["lhs_dilation"]) > 1
                        or e.params["feature_group_count"] > 1]
-            assert len(special) == (1 if native else 0), (native, conv)
-            assert len(eqns) == (1 if native else rewritten)
+            assert len(special) == (1 if form == "xla" else 0), (form, conv)
+            assert len(eqns) == (1 if form == "xla" else rewritten)
+
+
+def test_the_platform_chooses_the_form_when_lowered():
+    """By default both forms are traced and the compiler keeps the platform's: CPU lowers the
+    rewrites only (no dilated input, no feature groups, no reduce_window max)."""
+    x = np.ones((2, 6, 5, 4), np.float32)
+    layers = [nn.ConvTranspose2d(4, 8, 4, stride=2, padding=1, rngs=nnx.Rngs(0)),
+              nn.Conv2d(4, 8, 3, groups=2, rngs=nnx.Rngs(0)), nn.MaxPool2d(3, 2)]
+    for layer in layers:
+        jaxpr = str(jax.make_jaxpr(lambda v: layer(v))(x))
+        assert "platform_index" in jaxpr, layer  # both forms, chosen at lowering
+        grad = jax.grad(lambda v: layer(v).sum())
+        hlo = jax.jit(grad).lower(x).as_text()
+        dilations = re.findall(r"lhs_dilate = \[([\d, ]+)\]", hlo)
+        assert all(set(d.split(", ")) == {"1"} for d in dilations), (layer, dilations)
+        assert set(re.findall(r"feature_group_count = (\d+)", hlo)) <= {"1"}, layer
+        assert "reduce_window" not in hlo and "select_and_scatter" not in hlo, layer
 
 
 def test_unbatched_conv1d_matches_torch():
     torch.manual_seed(0)
     t = torch.nn.Conv1d(3, 5, 3).double()
-    f = layers.Conv1d(3, 5, 3, rngs=nnx.Rngs(0), param_dtype=F64)
+    f = nn.Conv1d(3, 5, 3, rngs=nnx.Rngs(0), param_dtype=F64)
     pair = Pair.of_modules(t, f, [RNG.standard_normal((3, 9))], ["CL"], ["CL"])
     pair.check_forward_and_gradients()
 
@@ -197,9 +221,9 @@ def test_conv1d_property_matches_torch(h):
                   groups=h["groups"], bias=h["bias"])
     if h["transposed"]:
         common["output_padding"] = h["output_padding"]
-        t_cls, f_cls = torch.nn.ConvTranspose1d, layers.ConvTranspose1d
+        t_cls, f_cls = torch.nn.ConvTranspose1d, nn.ConvTranspose1d
     else:
-        t_cls, f_cls = torch.nn.Conv1d, layers.Conv1d
+        t_cls, f_cls = torch.nn.Conv1d, nn.Conv1d
     torch.manual_seed(0)
     t = t_cls(h["cin"], h["cout"], h["k"], **common)
     f = f_cls(h["cin"], h["cout"], h["k"], **common, rngs=nnx.Rngs(0), param_dtype=F64)
@@ -236,7 +260,7 @@ def test_batchnorm_train_steps_update_running_stats_as_torch(dim, shape, layout,
     """Three train-mode calls (outputs, gradients, running statistics, num_batches_tracked),
     then an eval-mode call that uses the statistics."""
     t = getattr(torch.nn, f"BatchNorm{dim}d")(5, **kw)
-    f = getattr(layers, f"BatchNorm{dim}d")(5, **kw, param_dtype=dtype)
+    f = getattr(nn, f"BatchNorm{dim}d")(5, **kw, param_dtype=dtype)
     with torch.no_grad():  # non-trivial affine parameters
         for p in t.parameters():
             p.add_(torch.from_numpy(RNG.standard_normal(p.shape)).to(p.dtype))
@@ -251,7 +275,7 @@ def test_batchnorm_train_steps_update_running_stats_as_torch(dim, shape, layout,
 
 
 def test_batchnorm_needs_more_than_one_value_per_channel_in_train_mode():
-    bn = layers.BatchNorm1d(3)
+    bn = nn.BatchNorm1d(3)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn(np.ones((1, 3), np.float32))
     bn.eval()
@@ -272,27 +296,27 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("kw", POOL_CASES, ids=str)
 @pytest.mark.parametrize("size", [(9, 9), (10, 7), (8, 13)])
-def test_maxpool2d(kw, size):
-    check(torch.nn.MaxPool2d(**kw), layers.MaxPool2d(**kw), (2, 3, *size), "NCHW")
+def test_maxpool2d(kw, size, conv_lowering):
+    check(torch.nn.MaxPool2d(**kw), nn.MaxPool2d(**kw), (2, 3, *size), "NCHW")
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1),
                                 dict(kernel_size=2, dilation=2), dict(kernel_size=3, stride=1)],
                          ids=str)
-def test_maxpool2d_gradient_goes_to_the_first_of_tied_maxima(kw):
+def test_maxpool2d_gradient_goes_to_the_first_of_tied_maxima(kw, conv_lowering):
     """Windows full of ties (ReLU zeros, repeated values): torch gives each window's gradient
     to its first maximum in scan order; an even split would differ here by 1/2 or more."""
     x = np.maximum(np.round(RNG.standard_normal((2, 3, 9, 8)), 0), 0.0)  # mostly 0, 1 and 2
-    t, f = torch.nn.MaxPool2d(**kw), layers.MaxPool2d(**kw)
+    t, f = torch.nn.MaxPool2d(**kw), nn.MaxPool2d(**kw)
     pair = Pair.of_modules(t, f, [x], ["NCHW"], ["NCHW"], F64)
     pair.check_forward_and_gradients()
 
 
-def test_maxpool_propagates_nan_as_torch_does():
+def test_maxpool_propagates_nan_as_torch_does(conv_lowering):
     x = RNG.standard_normal((1, 1, 4, 4))
     x[0, 0, 1, 2] = np.nan
     t = torch.nn.MaxPool2d(2)(torch.from_numpy(x)).numpy()
-    f = np.asarray(layers.MaxPool2d(2)(np.moveaxis(x, 1, -1)))
+    f = np.asarray(nn.MaxPool2d(2)(np.moveaxis(x, 1, -1)))
     np.testing.assert_array_equal(np.isnan(np.moveaxis(f, -1, 1)), np.isnan(t))
     assert np.isnan(t).sum() == 1
 
@@ -300,8 +324,8 @@ def test_maxpool_propagates_nan_as_torch_does():
 @pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, ceil_mode=True),
                                 dict(kernel_size=3, dilation=2, padding=1), dict(kernel_size=2)],
                          ids=str)
-def test_maxpool1d(kw):
-    check(torch.nn.MaxPool1d(**kw), layers.MaxPool1d(**kw), (2, 3, 12), "NCL")
+def test_maxpool1d(kw, conv_lowering):
+    check(torch.nn.MaxPool1d(**kw), nn.MaxPool1d(**kw), (2, 3, 12), "NCL")
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(count_include_pad=False), dict(divisor_override=3)],
@@ -309,13 +333,13 @@ def test_maxpool1d(kw):
 @pytest.mark.parametrize("kw", POOL_CASES, ids=str)
 @pytest.mark.parametrize("size", [(9, 9), (10, 7)])
 def test_avgpool2d(kw, extra, size):
-    check(torch.nn.AvgPool2d(**kw, **extra), layers.AvgPool2d(**kw, **extra), (2, 3, *size), "NCHW")
+    check(torch.nn.AvgPool2d(**kw, **extra), nn.AvgPool2d(**kw, **extra), (2, 3, *size), "NCHW")
 
 
 @pytest.mark.parametrize("out", [1, (6, 6), (4, 3), (5, None), 7])
 @pytest.mark.parametrize("size", [(6, 6), (13, 10), (7, 7)])
 def test_adaptive_avgpool2d(out, size):
-    check(torch.nn.AdaptiveAvgPool2d(out), layers.AdaptiveAvgPool2d(out), (2, 3, *size), "NCHW")
+    check(torch.nn.AdaptiveAvgPool2d(out), nn.AdaptiveAvgPool2d(out), (2, 3, *size), "NCHW")
 
 
 # ------------------------------------------------------------------------------ Embedding
@@ -329,7 +353,7 @@ def test_embedding(kw):
     of the table (the state is compared after the call)."""
     torch.manual_seed(0)
     t = torch.nn.Embedding(12, 5, **kw)
-    f = layers.Embedding(12, 5, **kw, rngs=nnx.Rngs(0), param_dtype=F64)
+    f = nn.Embedding(12, 5, **kw, rngs=nnx.Rngs(0), param_dtype=F64)
     idx = RNG.integers(0, 12, (4, 6))
     idx[0, :3] = [3, 3, 0]
     pair = Pair.of_modules(t, f, [idx], ["NL"], ["NLC"])
@@ -340,7 +364,7 @@ def test_embedding(kw):
 
 
 def test_embedding_max_norm_renormalises_the_table_inside_jit():
-    f = layers.Embedding(10, 4, max_norm=0.5, rngs=nnx.Rngs(0))
+    f = nn.Embedding(10, 4, max_norm=0.5, rngs=nnx.Rngs(0))
     idx = np.array([[1, 2, 2]])
 
     @nnx.jit
@@ -358,10 +382,10 @@ def test_embedding_max_norm_renormalises_the_table_inside_jit():
 
 def test_dropout_eval_and_p0_are_identity_and_train_mask_has_torch_statistics():
     x = np.ones((200, 500), np.float32)
-    for model in (layers.Dropout(0.0), layers.Dropout(0.3)):
+    for model in (nn.Dropout(0.0), nn.Dropout(0.3)):
         model.eval() if model.p else model.train()
         np.testing.assert_array_equal(model(x), x)
-    drop = layers.Dropout(0.3)
+    drop = nn.Dropout(0.3)
     y = np.asarray(drop(x, rngs=nnx.Rngs(dropout=1)))
     kept = y != 0
     # 100,000 Bernoulli(0.7) draws: the kept fraction's standard deviation is 0.0014
@@ -376,9 +400,9 @@ def test_dropout_eval_and_p0_are_identity_and_train_mask_has_torch_statistics():
 
 
 def test_sequential_indexing_and_state_paths():
-    seq = layers.Sequential(layers.Linear(2, 3, rngs=nnx.Rngs(0)), layers.ReLU(),
-                            layers.Linear(3, 1, rngs=nnx.Rngs(0)))
-    assert len(seq) == 3 and isinstance(seq[-1], layers.Linear)
+    seq = nn.Sequential(nn.Linear(2, 3, rngs=nnx.Rngs(0)), nn.ReLU(),
+                            nn.Linear(3, 1, rngs=nnx.Rngs(0)))
+    assert len(seq) == 3 and isinstance(seq[-1], nn.Linear)
     paths = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(seq, nnx.Param))}
     assert paths == {"0.weight", "0.bias", "2.weight", "2.bias"}
     with pytest.raises(IndexError):

@@ -16,7 +16,7 @@ import torch
 from flax import nnx
 
 import flax_arch
-import flax_arch.qrnn as fq
+import flax_arch.models.qrnn as fq
 import torch_ref.qrnn as tq
 from parity_tests.harness import Pair
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import flax_arch
-import flax_arch.recurrent as fr
+import flax_arch.models.recurrent as fr
 import torch_ref.recurrent as tr
 from parity_tests.harness import Pair, assert_close, torch_leaves
 from parity_tests.tolerances import tolerance

@@ -12,7 +12,7 @@ import torch
 from flax import nnx
 
 import flax_arch
-import flax_arch.resnet as F
+import flax_arch.models.resnet as F
 import torch_ref
 import torch_ref.resnet as T
 from flax_arch.interop import to_channels_last

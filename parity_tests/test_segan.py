@@ -7,7 +7,7 @@ import pytest
 import torch
 from flax import nnx
 
-import flax_arch.segan
+import flax_arch.models.segan
 import torch_ref.segan
 from parity_tests.harness import Pair, assert_close
 from parity_tests.tolerances import tolerance
@@ -57,7 +57,7 @@ def test_the_slides_padding_arithmetic():
     """``pad = max(0, (stride - kwidth) // -2)`` and the odd kernel's dropped sample give
     ``length * stride`` whenever kwidth >= stride."""
     for kwidth, stride, pad in [(31, 4, 13), (8, 4, 2), (5, 2, 1), (4, 2, 1)]:
-        up = flax_arch.segan.UpConv1dBlock(1, 1, kwidth, stride, rngs=nnx.Rngs(0))
+        up = flax_arch.models.segan.UpConv1dBlock(1, 1, kwidth, stride, rngs=nnx.Rngs(0))
         ref = torch_ref.segan.UpConv1dBlock(1, 1, kwidth, stride)
         assert up.deconv.padding == (pad,) == ref.deconv.padding
         assert up(jnp.zeros((1, 10, 1))).shape == (1, 10 * stride, 1)
@@ -71,7 +71,7 @@ def test_slide_block_shapes():
     """The slides print 4000 -> 1000 and 1000 -> 4000 for the (1, 1, 31, 4) blocks."""
     rng = np.random.default_rng(0)
     for cls_name, length, out in [("DownConv1dBlock", 4000, 1000), ("UpConv1dBlock", 1000, 4000)]:
-        flax_block = getattr(flax_arch.segan, cls_name)(1, 1, 31, 4, rngs=nnx.Rngs(0))
+        flax_block = getattr(flax_arch.models.segan, cls_name)(1, 1, 31, 4, rngs=nnx.Rngs(0))
         torch_block = getattr(torch_ref.segan, cls_name)(1, 1, 31, 4)
         x = rng.standard_normal((1, 1, length)).astype(np.float32)
         assert tuple(torch_block(torch.from_numpy(x)).shape) == (1, 1, out)
@@ -80,7 +80,7 @@ def test_slide_block_shapes():
 
 def test_slide_generator_shape():
     """The slide prints 8192 -> 8192 for ``Conv1dGenerator()``."""
-    assert flax_output_shape(flax_arch.segan.Conv1dGenerator, (1, 8192, 1)) == (1, 8192, 1)
+    assert flax_output_shape(flax_arch.models.segan.Conv1dGenerator, (1, 8192, 1)) == (1, 8192, 1)
     with torch.device("meta"):
         y = torch_ref.segan.Conv1dGenerator()(torch.empty(1, 1, 8192))
     assert tuple(y.shape) == (1, 1, 8192)
@@ -91,7 +91,7 @@ def test_slide_generator_shape():
 
 @pytest.mark.parametrize("cls_name", ["DownConv1dBlock", "UpConv1dBlock"])
 def test_bad_hyperparameters(cls_name):
-    for module in (torch_ref.segan, flax_arch.segan):
+    for module in (torch_ref.segan, flax_arch.models.segan):
         cls = getattr(module, cls_name)
         kw = {} if module is torch_ref.segan else {"rngs": nnx.Rngs(0)}
         with pytest.raises(ValueError, match="stride must be > 1"):
@@ -101,23 +101,23 @@ def test_bad_hyperparameters(cls_name):
     with pytest.raises(ValueError, match="enc_fmaps must be positive"):
         torch_ref.segan.Conv1dGenerator(enc_fmaps=())
     with pytest.raises(ValueError, match="enc_fmaps must be positive"):
-        flax_arch.segan.Conv1dGenerator(enc_fmaps=(4, 0), rngs=nnx.Rngs(0))
+        flax_arch.models.segan.Conv1dGenerator(enc_fmaps=(4, 0), rngs=nnx.Rngs(0))
 
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match=r"multiple of pooling \*\* len\(enc_fmaps\) = 256, got "
                                          r"8190; the nearest valid lengths are 7936 and 8192"):
-        flax_output_shape(flax_arch.segan.Conv1dGenerator, (1, 8190, 1))
+        flax_output_shape(flax_arch.models.segan.Conv1dGenerator, (1, 8190, 1))
     with torch.device("meta"), pytest.raises(ValueError, match="nearest valid lengths are 7936"):
         torch_ref.segan.Conv1dGenerator()(torch.empty(1, 1, 8190))
     with pytest.raises(ValueError, match=r"channels-last input of shape \(batch, length, 1\)"):
-        flax_output_shape(flax_arch.segan.Conv1dGenerator, (1, 1, 8192))  # torch's layout
+        flax_output_shape(flax_arch.models.segan.Conv1dGenerator, (1, 1, 8192))  # torch's layout
     with pytest.raises(ValueError, match=r"\(batch, length, ninp=2\)"):
-        flax_output_shape(flax_arch.segan.DownConv1dBlock, (64, 2), 2, 4, 31, 4)  # no batch axis
+        flax_output_shape(flax_arch.models.segan.DownConv1dBlock, (64, 2), 2, 4, 31, 4)  # no batch axis
     with pytest.raises(ValueError, match=r"\(batch, length, ninp=4\)"):
-        flax_output_shape(flax_arch.segan.UpConv1dBlock, (16, 4), 4, 2, 31, 4)
+        flax_output_shape(flax_arch.models.segan.UpConv1dBlock, (16, 4), 4, 2, 31, 4)
     with pytest.raises(ValueError, match="channels-last"):
-        flax_output_shape(flax_arch.segan.DownConv1dBlock, (1, 2, 64), 2, 4, 31, 4)
+        flax_output_shape(flax_arch.models.segan.DownConv1dBlock, (1, 2, 64), 2, 4, 31, 4)
 
 
 # ----------------------------------------------------------------------------- full size
@@ -128,7 +128,7 @@ def test_slide_generator_full_size_parity():
     """The slide's generator at 8192 samples, float32, against torch (weights copied)."""
     torch.manual_seed(0)
     torch_model = torch_ref.segan.Conv1dGenerator()
-    flax_model = flax_arch.segan.Conv1dGenerator(rngs=nnx.Rngs(0))
+    flax_model = flax_arch.models.segan.Conv1dGenerator(rngs=nnx.Rngs(0))
     flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
     x = np.random.default_rng(0).standard_normal((2, 1, 8192)).astype(np.float32)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import numpy as np
 from flax import nnx
 
 import flax_arch
-from flax_arch import layers
+from flax_arch import nn
 
 RNGS = nnx.Rngs(0)
 
@@ -95,4 +95,4 @@ def test_all_registered_models_build_at_bench_size_abstractly():
         graphdef, state = nnx.split(model)
         out = jax.eval_shape(lambda s, *xs: nnx.merge(graphdef, s)(*xs), state, *flax_in)
         assert jax.tree.leaves(out), name
-        assert isinstance(model, layers.nnx.Module)
+        assert isinstance(model, nnx.Module)

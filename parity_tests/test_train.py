@@ -13,10 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import flax_arch.autoencoder  # noqa: F401  (registers ae, vae)
-import flax_arch.dcgan  # noqa: F401  (registers dcgan_generator, dcgan_discriminator)
-import flax_arch.recurrent  # noqa: F401  (registers rnn_classifier)
-import flax_arch.resnet  # noqa: F401  (registers res_layer)
 from flax_arch import checkpoint
 from flax_arch.data import DataError, digits
 from flax_arch.losses import binary_cross_entropy
@@ -130,7 +126,7 @@ def test_saturated_discriminator_keeps_gradients_finite():
 KILL_AT_SAVE = JAX_SETUP + """
 import os, signal, sys
 from pathlib import Path
-import flax_arch.autoencoder
+import flax_arch.models.autoencoder
 from orbax.checkpoint._src.path import async_path
 from flax_arch.train import TrainConfig, train
 

@@ -3,7 +3,7 @@
 Bradbury, Merity, Xiong & Socher 2016, "Quasi-Recurrent Neural Networks" (arXiv:1611.01576).
 ``QRNNLayer`` ports the slide's ``fQRNNLayer`` (a causal convolution, then a Python loop over
 time), extended to fo- and ifo-pooling and zoneout, and ``QRNN`` stacks it; the Flax twins in
-:mod:`flax_arch.qrnn` document the mathematics (pooling, gate order z, f, o, i, zoneout).
+:mod:`flax_arch.models.qrnn` document the mathematics (pooling, gate order z, f, o, i, zoneout).
 Layouts, as on the slide: x (batch, seq, features), the state (batch, hidden).
 """
 

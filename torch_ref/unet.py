@@ -3,7 +3,7 @@
 The slide shows only the figure of Ronneberger et al. 2015; this is the paper's network.
 x: (batch, in_channels, height, width) -> (batch, num_classes, height', width') logits.
 
-State tree (the same in :mod:`flax_arch.unet`): ``down.<i>`` the contracting path's double
+State tree (the same in :mod:`flax_arch.models.unet`): ``down.<i>`` the contracting path's double
 convolutions, ``bottleneck``, ``up.<i>.upconv`` / ``up.<i>.conv`` the expanding path,
 ``head`` the final 1x1 convolution. Each ``DoubleConv`` is an ``nn.Sequential`` (conv ``0``,
 ReLU ``1``, conv ``2``, ReLU ``3``).

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import (
+from flax_arch.nn import (
     AdaptiveAvgPool2d,
     Conv2d,
     Dropout,
@@ -17,7 +17,6 @@ from flax_arch.layers import (
     Sequential,
     flatten_chw,
 )
-from flax_arch.registry import Config, Input, ModelEntry, register
 
 __all__ = ["AlexNet"]
 
@@ -80,12 +79,3 @@ class AlexNet(nnx.Module):
         x = self.classifier(x, rngs=rngs)
         # N x num_classes
         return x
-
-
-register(ModelEntry(
-    "alexnet", "alexnet", AlexNet,
-    test=Config({"num_classes": 10, "dropout": 0.0}, (Input((2, 3, 64, 64), "NCHW"),),
-                Input((2,), "N", "index", 10)),
-    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))

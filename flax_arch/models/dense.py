@@ -7,8 +7,7 @@ x: (batch, num_inputs) -> (batch, num_outputs).
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Linear, LogSoftmax, Sequential, Sigmoid, Tanh
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Linear, LogSoftmax, Sequential, Sigmoid, Tanh
 
 __all__ = ["LogisticRegression", "LinearRegression", "SoftmaxClassifier", "MLP"]
 
@@ -57,35 +56,3 @@ class MLP(Sequential):
             Linear(hidden_size, num_outputs, **kw),
             LogSoftmax(),
         )
-
-
-def _nc(features: int, batch: int = 4) -> tuple[Input, ...]:
-    return (Input((batch, features), "NC"),)
-
-
-register(ModelEntry(
-    "logistic_regression", "dense", LogisticRegression,
-    test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC", "unit")),
-    bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC", "unit")),
-    outputs=("NC",), loss="bce",
-))
-register(ModelEntry(
-    "linear_regression", "dense", LinearRegression,
-    test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC")),
-    bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC")),
-    outputs=("NC",), loss="mse",
-))
-register(ModelEntry(
-    "softmax_classifier", "dense", SoftmaxClassifier,
-    test=Config({"num_inputs": 16, "num_outputs": 5}, _nc(16), Input((4,), "N", "index", 5)),
-    bench=Config({"num_inputs": 100, "num_outputs": 20}, _nc(100, 256),
-                 Input((256,), "N", "index", 20)),
-    outputs=("NC",), loss="nll",
-))
-register(ModelEntry(
-    "mlp", "dense", MLP,
-    test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5}, _nc(16),
-                Input((4,), "N", "index", 5)),
-    bench=Config({}, _nc(100, 256), Input((256,), "N", "index", 20)),
-    outputs=("NC",), loss="nll",
-))

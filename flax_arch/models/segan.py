@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Conv1d, ConvTranspose1d, ReLU
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Conv1d, ConvTranspose1d, ReLU
 
 __all__ = ["DownConv1dBlock", "UpConv1dBlock", "Conv1dGenerator"]
 
@@ -154,30 +153,3 @@ class Conv1dGenerator(nnx.Module):
             h = dec_layer(h)  # N x 128 x 256, 512 x 128, 2048 x 64, 8192 x 1
         y = h
         return y
-
-
-register(ModelEntry(
-    "down_conv1d_block", "segan", DownConv1dBlock,
-    test=Config({"ninp": 2, "fmap": 4, "kwidth": 31, "stride": 4},
-                (Input((2, 2, 64), "NCL"),), Input((2, 4, 16), "NCL")),
-    # the slide's block and length, at batch 8
-    bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
-                 (Input((8, 1, 4000), "NCL"),), Input((8, 1, 1000), "NCL")),
-    outputs=("NCL",), loss="mse",
-))
-register(ModelEntry(
-    "up_conv1d_block", "segan", UpConv1dBlock,
-    test=Config({"ninp": 4, "fmap": 2, "kwidth": 31, "stride": 4},
-                (Input((2, 4, 16), "NCL"),), Input((2, 2, 64), "NCL")),
-    bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
-                 (Input((8, 1, 1000), "NCL"),), Input((8, 1, 4000), "NCL")),
-    outputs=("NCL",), loss="mse",
-))
-register(ModelEntry(
-    "segan_generator", "segan", Conv1dGenerator,
-    test=Config({"enc_fmaps": (4, 8), "kwidth": 31, "pooling": 4},
-                (Input((2, 1, 256), "NCL"),), Input((2, 1, 256), "NCL")),
-    # the slide's generator: 8192 samples (about half a second at 16 kHz), batch 8
-    bench=Config({}, (Input((8, 1, 8192), "NCL"),), Input((8, 1, 8192), "NCL")),
-    outputs=("NCL",), loss="mse",
-))

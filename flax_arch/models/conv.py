@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Conv1d, ConvTranspose1d, LogSoftmax, Sequential, Tanh
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Conv1d, ConvTranspose1d, LogSoftmax, Sequential, Tanh
 
 __all__ = ["Conv1d", "CausalConv1d", "ConvMLP", "ConvTranspose1d"]
 
@@ -51,36 +50,3 @@ class ConvMLP(Sequential):
             Conv1d(hidden_size, num_outputs, 1, **kw),
             LogSoftmax(),
         )
-
-
-register(ModelEntry(
-    "conv1d", "conv", Conv1d,
-    test=Config({"in_channels": 4, "out_channels": 8, "kernel_size": 3, "padding": 1},
-                (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
-    bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "padding": 1},
-                 (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
-    outputs=("NCL",), loss="mse",
-))
-register(ModelEntry(
-    "causal_conv1d", "conv", CausalConv1d,
-    test=Config({"in_channels": 4, "out_channels": 8, "kernel_size": 3, "dilation": 2},
-                (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
-    bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "dilation": 2},
-                 (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
-    outputs=("NCL",), loss="mse",
-))
-register(ModelEntry(
-    "conv_mlp", "conv", ConvMLP,
-    test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5},
-                (Input((2, 16, 6), "NCL"),), Input((2, 6), "NL", "index", 5)),
-    bench=Config({}, (Input((16, 100, 64), "NCL"),), Input((16, 64), "NL", "index", 20)),
-    outputs=("NCL",), loss="nll",
-))
-register(ModelEntry(
-    "conv_transpose1d", "conv", ConvTranspose1d,
-    test=Config({"in_channels": 4, "out_channels": 6, "kernel_size": 8, "stride": 4},
-                (Input((2, 4, 5), "NCL"),), Input((2, 6, 24), "NCL")),
-    bench=Config({"in_channels": 128, "out_channels": 64, "kernel_size": 8, "stride": 4},
-                 (Input((32, 128, 256), "NCL"),), Input((32, 64, 1028), "NCL")),
-    outputs=("NCL",), loss="mse",
-))

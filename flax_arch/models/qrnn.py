@@ -31,15 +31,13 @@ eval output is exactly the mean of the train-mode outputs.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flax_arch.layers import Conv1d, Dropout
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Conv1d, Dropout
 
 __all__ = ["QRNNLayer", "QRNN", "qrnn_pooling", "pool_sequential", "pool_associative", "POOLINGS",
            "SCANS"]
@@ -70,7 +68,6 @@ def _compose(first, second):
     return a1 * a2, a2 * b1 + b2
 
 
-@jax.jit
 def pool_sequential(a: jax.Array, b: jax.Array, c0: jax.Array) -> jax.Array:
     """``c_t = a_t * c_{t-1} + b_t`` step by step. a, b: (batch, seq, hidden); c0: (batch, hidden)
     -> c: (batch, seq, hidden)."""
@@ -87,7 +84,6 @@ def pool_sequential(a: jax.Array, b: jax.Array, c0: jax.Array) -> jax.Array:
     return jnp.swapaxes(cs, 0, 1)  # N x L x H
 
 
-@jax.jit
 def pool_associative(a: jax.Array, b: jax.Array, c0: jax.Array) -> jax.Array:
     """The same recurrence as :func:`pool_sequential`, as a parallel prefix over time."""
     b = jnp.concatenate([b[:, :1] + a[:, :1] * c0[:, None], b[:, 1:]], axis=1)  # N x L x H
@@ -98,7 +94,6 @@ def pool_associative(a: jax.Array, b: jax.Array, c0: jax.Array) -> jax.Array:
 _POOL_FNS = {"sequential": pool_sequential, "associative": pool_associative}
 
 
-@functools.partial(jax.jit, static_argnames=("pooling", "scan", "zoneout"))
 def qrnn_pooling(gates: jax.Array, c0: jax.Array, keep: jax.Array | None, *, pooling: str,
                  scan: str, zoneout: float) -> tuple[jax.Array, jax.Array]:
     """A QRNN layer after its convolution: gate nonlinearities, zoneout, pooling over time.
@@ -107,8 +102,6 @@ def qrnn_pooling(gates: jax.Array, c0: jax.Array, keep: jax.Array | None, *, poo
     keep: (batch, seq, hidden) booleans (train-mode zoneout: False zones a step out) or None
     (no zoneout, or its eval-mode expectation when ``zoneout > 0``)
     -> (hts (batch, seq, hidden), c_T (batch, hidden)).
-
-    One jitted function: eager calls (tests, notebooks) compile it once per shape.
     """
     zt, ft, *rest = jnp.split(gates, POOLINGS[pooling], axis=-1)  # N x L x H each
     zt, ft = jnp.tanh(zt), jax.nn.sigmoid(ft)
@@ -253,22 +246,3 @@ class QRNN(nnx.Module):
             if layer < self.num_layers - 1:
                 x = self.drop(x, rngs=rngs)
         return x, jnp.stack(h_n)  # N x L x (dirs * H), (layers * dirs) x N x H
-
-
-register(ModelEntry(
-    "qrnn_layer", "qrnn", QRNNLayer,
-    test=Config({"num_inputs": 4, "num_outputs": 6, "kwidth": 2, "pooling": "fo"},
-                (Input((2, 5, 4), "NLC"), Input((2, 6), "NC")), Input((2, 5, 6), "NLC")),
-    bench=Config({"num_inputs": 320, "num_outputs": 320, "kwidth": 2, "pooling": "fo"},
-                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
-    outputs=("NLC", "NC"), loss="mse",
-))
-register(ModelEntry(
-    "qrnn", "qrnn", QRNN,
-    test=Config({"num_inputs": 4, "hidden_size": 6, "num_layers": 2, "kwidth": 3,
-                 "pooling": "ifo", "bidirectional": True},
-                (Input((2, 5, 4), "NLC"), Input((4, 2, 6), "DNC")), Input((2, 5, 12), "NLC")),
-    bench=Config({"num_inputs": 320, "hidden_size": 320, "kwidth": 2, "pooling": "fo"},
-                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
-    outputs=("NLC", "DNC"), loss="mse",
-))

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import (
+from flax_arch.nn.init import kaiming_normal_
+from flax_arch.nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
     Conv2d,
@@ -25,7 +26,6 @@ from flax_arch.layers import (
     Sequential,
     flatten_chw,
 )
-from flax_arch.registry import Config, Input, ModelEntry, register
 
 __all__ = [
     "ResLayer",
@@ -39,31 +39,7 @@ __all__ = [
     "resnet152",
     "resnext50_32x4d",
     "wide_resnet50_2",
-    "kaiming_normal_",
 ]
-
-
-def kaiming_normal_(model: nnx.Module, key: jax.Array, mode: str) -> None:
-    """torch's ``kaiming_normal_(nonlinearity='relu')`` on every ``Conv2d`` weight of ``model``:
-    N(0, 2 / fan), ``fan`` the ``'fan_in'`` (in / groups * kh * kw) or ``'fan_out'``
-    (out * kh * kw) of torch's weight."""
-    convs = [m for _, m in nnx.iter_modules(model) if isinstance(m, Conv2d)]
-    shapes = tuple(conv.weight.shape for conv in convs)
-    fans = tuple((i if mode == "fan_in" else o) * kh * kw for kh, kw, i, o in shapes)
-    weights = _kaiming_draws(key, shapes, fans, convs[0].weight.dtype)
-    for conv, w in zip(convs, weights):
-        # a whole-value replace: under tracing (nnx.jit, nnx.eval_shape) ``weight[...] = w``
-        # inspects the tracer's sharding, which costs a walk of the whole trace per weight
-        conv.weight.set_value(w)
-
-
-@partial(jax.jit, static_argnums=(1, 2, 3))
-def _kaiming_draws(key, shapes, fans, dtype) -> list[jax.Array]:
-    # One draw for all weights, one compiled program per model (not one per weight shape).
-    sizes = [math.prod(s) for s in shapes]
-    flat = jax.random.normal(key, (sum(sizes),), dtype)
-    chunks = jnp.split(flat, list(itertools.accumulate(sizes))[:-1])
-    return [c.reshape(s) * math.sqrt(2.0 / f) for c, s, f in zip(chunks, shapes, fans)]
 
 
 class ResLayer(nnx.Module):
@@ -230,7 +206,8 @@ class ResNet(nnx.Module):
         self.fc = Linear(512 * block.expansion, num_classes, **kw)
 
         # BatchNorm2d already starts at weight 1, bias 0.
-        kaiming_normal_(self, rngs.params(), mode="fan_out")
+        kaiming_normal_([m for _, m in nnx.iter_modules(self) if isinstance(m, Conv2d)],
+                        rngs.params(), mode="fan_out")
         # Zero-initialise the last BN of each residual branch: every block starts as the
         # identity (Goyal et al. 2017).
         if zero_init_residual:
@@ -284,42 +261,3 @@ resnet101 = partial(ResNet, Bottleneck, [3, 4, 23, 3])
 resnet152 = partial(ResNet, Bottleneck, [3, 8, 36, 3])
 resnext50_32x4d = partial(ResNet, Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4)
 wide_resnet50_2 = partial(ResNet, Bottleneck, [3, 4, 6, 3], width_per_group=64 * 2)
-
-
-def _images(batch: int, size: int, num_classes: int) -> dict:
-    return dict(inputs=(Input((batch, 3, size, size), "NCHW"),),
-                target=Input((batch,), "N", "index", num_classes))
-
-
-register(ModelEntry(
-    "res_layer", "resnet", ResLayer,
-    test=Config({"num_inputs": 8}, (Input((2, 8, 12, 12), "NCHW"),), Input((2, 8, 12, 12), "NCHW")),
-    # the slide's ResLayer(64) on its 100 x 100 input
-    bench=Config({"num_inputs": 64}, (Input((16, 64, 100, 100), "NCHW"),),
-                 Input((16, 64, 100, 100), "NCHW")),
-    outputs=("NCHW",), loss="mse",
-))
-# ResNet test inputs are 2 x 64 x 64 so that the last stage's train-mode BatchNorm sees
-# 2 * 2 * 2 values per channel: with 2 * 1 * 1 it maps every pair to (-1, 1) whatever the
-# input, and its gradient is rounding noise.
-register(ModelEntry(
-    "resnet18", "resnet", resnet18,
-    test=Config({"num_classes": 10}, **_images(2, 64, 10)),
-    bench=Config({}, **_images(16, 224, 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))
-# Bottleneck ResNets at one block per stage for tests; at bench, ResNet-50 and ResNeXt-50 32x4d.
-register(ModelEntry(
-    "resnet_bottleneck", "resnet", partial(ResNet, Bottleneck),
-    test=Config({"layers": [1, 1, 1, 1], "num_classes": 10}, **_images(2, 64, 10)),
-    bench=Config({"layers": [3, 4, 6, 3]}, **_images(16, 224, 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))
-register(ModelEntry(
-    "resnext", "resnet", partial(ResNet, Bottleneck),
-    test=Config({"layers": [1, 1, 1, 1], "groups": 4, "width_per_group": 8, "num_classes": 10},
-                **_images(2, 64, 10)),
-    bench=Config({"layers": [3, 4, 6, 3], "groups": 32, "width_per_group": 4},
-                 **_images(16, 224, 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))

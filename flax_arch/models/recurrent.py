@@ -11,7 +11,6 @@ batch-first RNN followed by a Linear layer and a log-softmax over features.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import warnings
@@ -22,8 +21,7 @@ from flax import nnx
 from jax import lax
 
 from flax_arch.interop import TRANSPOSE
-from flax_arch.layers import Linear, LogSoftmax, Sequential
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Linear, LogSoftmax, Sequential
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNClassifier"]
 
@@ -95,11 +93,8 @@ def _layer(cell, x, state, directions, dtype):
     return jnp.swapaxes(ys, 1, 2).reshape(seq, batch, -1), final  # L x N x (D * H)
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "num_states", "batch_first", "dropout",
-                                             "dtype"))
 def _stacked(weights, x, hx, keys, *, cell, num_states, batch_first, dropout, dtype):
-    """The multi-layer recurrence, compiled as one program per configuration and shape, so
-    that eager calls and their gradients do not trace and compile the loop again.
+    """The multi-layer recurrence.
 
     weights: per layer, per direction, ``(w_ih, w_hh, b_ih, b_hh)``; x: (L, N, H_in), or
     (N, L, H_in) if ``batch_first``, or unbatched (L, H_in); hx: None or a tuple of
@@ -404,37 +399,3 @@ class RNNClassifier(nnx.Module):
     def __call__(self, x: Array) -> Array:
         ht, _ = self.rnn(x)  # N x L x hidden_size
         return self.fc(ht)  # N x L x num_outputs
-
-
-register(ModelEntry(
-    "rnn", "recurrent", RNN,
-    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2},
-                (Input((5, 2, 4), "LNC"),), Input((5, 2, 3), "LNC")),
-    bench=Config({"input_size": 100, "hidden_size": 512},
-                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
-    outputs=("LNC", "DNC"), loss="mse",
-))
-register(ModelEntry(
-    "lstm", "recurrent", LSTM,
-    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2, "bidirectional": True},
-                (Input((5, 2, 4), "LNC"),), Input((5, 2, 6), "LNC")),
-    bench=Config({"input_size": 100, "hidden_size": 512},
-                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
-    outputs=("LNC", "DNC", "DNC"), loss="mse",
-))
-register(ModelEntry(
-    "gru", "recurrent", GRU,
-    test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2, "batch_first": True},
-                (Input((2, 5, 4), "NLC"),), Input((2, 5, 3), "NLC")),
-    bench=Config({"input_size": 100, "hidden_size": 512, "batch_first": True},
-                 (Input((16, 100, 100), "NLC"),), Input((16, 100, 512), "NLC")),
-    outputs=("NLC", "DNC"), loss="mse",
-))
-register(ModelEntry(
-    "rnn_classifier", "recurrent", RNNClassifier,
-    test=Config({"num_inputs": 4, "hidden_size": 3, "num_outputs": 6, "num_layers": 2},
-                (Input((2, 5, 4), "NLC"),), Input((2, 5), "NL", "index", 6)),
-    bench=Config({"num_inputs": 100, "hidden_size": 512, "num_outputs": 10},
-                 (Input((16, 100, 100), "NLC"),), Input((16, 100), "NL", "index", 10)),
-    outputs=("NLC",), loss="nll_classes_last",
-))

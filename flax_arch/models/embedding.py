@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Embedding, Linear
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Embedding, Linear
 
 __all__ = ["OneHotLinear", "Embedding"]
 
@@ -34,21 +33,3 @@ class OneHotLinear(Linear):
                 f"got {tuple(x.shape)}"
             )
         return super().__call__(x)
-
-
-register(ModelEntry(
-    "one_hot_linear", "embedding", OneHotLinear,
-    test=Config({"vocab_size": 50, "hidden_size": 8}, (Input((6, 50), "NC", "onehot", 50),),
-                Input((6, 8), "NC")),
-    bench=Config({"vocab_size": 10000, "hidden_size": 100},
-                 (Input((256, 10000), "NC", "onehot", 10000),), Input((256, 100), "NC")),
-    outputs=("NC",), loss="mse",
-))
-register(ModelEntry(
-    "embedding", "embedding", Embedding,
-    test=Config({"num_embeddings": 50, "embedding_dim": 8, "padding_idx": 0},
-                (Input((6, 7), "NL", "index", 50),), Input((6, 7, 8), "NLC")),
-    bench=Config({"num_embeddings": 10000, "embedding_dim": 100},
-                 (Input((256, 32), "NL", "index", 10000),), Input((256, 32, 100), "NLC")),
-    outputs=("NLC",), loss="mse",
-))

@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU
-from flax_arch.registry import Config, Input, ModelEntry, register
-from flax_arch.resnet import kaiming_normal_
+from flax_arch.nn import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU
+from flax_arch.nn.init import kaiming_normal_
 
 __all__ = ["DenseNet", "densenet121", "densenet161", "densenet169", "densenet201"]
 
@@ -169,7 +168,8 @@ class DenseNet(nnx.Module):
         self.classifier = Linear(num_features, num_classes, **kw)
 
         # BatchNorm2d already starts at weight 1, bias 0.
-        kaiming_normal_(self, rngs.params(), mode="fan_in")
+        kaiming_normal_([m for _, m in nnx.iter_modules(self) if isinstance(m, Conv2d)],
+                        rngs.params(), mode="fan_in")
         self.classifier.bias[...] = jnp.zeros_like(self.classifier.bias[...])
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -188,14 +188,3 @@ densenet121 = partial(DenseNet, 32, (6, 12, 24, 16), 64)
 densenet161 = partial(DenseNet, 48, (6, 12, 36, 24), 96)
 densenet169 = partial(DenseNet, 32, (6, 12, 32, 32), 64)
 densenet201 = partial(DenseNet, 32, (6, 12, 48, 32), 64)
-
-
-register(ModelEntry(
-    "densenet121", "densenet", DenseNet,
-    # test: a narrow two-block DenseNet-BC; bench: the class defaults, DenseNet-121
-    test=Config({"growth_rate": 8, "block_config": (2, 2), "num_init_features": 16,
-                 "bn_size": 2, "num_classes": 10},
-                (Input((2, 3, 32, 32), "NCHW"),), Input((2,), "N", "index", 10)),
-    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))

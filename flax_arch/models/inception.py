@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_arch.layers import (
+from flax_arch.nn.init import normal_
+from flax_arch.nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
     Conv2d,
@@ -23,23 +24,11 @@ from flax_arch.layers import (
     Sequential,
     flatten_chw,
 )
-from flax_arch.registry import Config, Input, ModelEntry, register
 
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet"]
 
 # torchvision's ``min_size`` of GoogLeNet: the smallest input its ceil-mode pools accept.
 MIN_SIZE = 15
-
-
-@partial(jax.jit, static_argnums=(1, 2))
-def _normal_weights(key: jax.Array, shapes: tuple[tuple[int, ...], ...], dtype) -> list[jax.Array]:
-    """torchvision's ``trunc_normal_(w, std=0.01, a=-2, b=2)`` for every shape. Its bounds lie
-    200 standard deviations out, where no draw lands: a plain N(0, 0.01^2), drawn here as one
-    vector and cut into the weights (one small program instead of one per shape)."""
-    sizes = [math.prod(shape) for shape in shapes]
-    flat = 0.01 * jax.random.normal(key, (sum(sizes),), dtype)
-    ends = np.cumsum(sizes)
-    return [flat[end - size:end].reshape(shape) for end, size, shape in zip(ends, sizes, shapes)]
 
 
 class BasicConv2d(nnx.Module):
@@ -181,10 +170,9 @@ class GoogLeNet(nnx.Module):
 
         # torchvision's initialisation of every conv and linear weight (BatchNorm's is 1, 0)
         weights = [m.weight for _, m in nnx.iter_modules(self) if isinstance(m, (Conv2d, Linear))]
-        values = _normal_weights(rngs.params(), tuple(w.shape for w in weights),
-                                 np.dtype(param_dtype))
-        for w, value in zip(weights, values):
-            w[...] = value
+        # trunc_normal_(w, std=0.01, a=-2, b=2): its bounds lie 200 standard deviations out,
+        # where no draw lands, so a plain N(0, 0.01^2)
+        normal_(weights, rngs.params(), std=0.01)
 
     def _transform_input(self, x: jax.Array) -> jax.Array:
         if self.transform_input:
@@ -249,22 +237,3 @@ class GoogLeNet(nnx.Module):
         if self.aux_logits:
             return x, aux2, aux1
         return x
-
-
-register(ModelEntry(
-    "inception", "inception", Inception,
-    test=Config({"in_channels": 8, "ch1x1": 4, "ch3x3red": 3, "ch3x3": 5, "ch5x5red": 2,
-                 "ch5x5": 3, "pool_proj": 4},
-                (Input((2, 8, 7, 6), "NCHW"),), Input((2, 16, 7, 6), "NCHW")),
-    bench=Config({"in_channels": 192, "ch1x1": 64, "ch3x3red": 96, "ch3x3": 128,
-                  "ch5x5red": 16, "ch5x5": 32, "pool_proj": 32},
-                 (Input((32, 192, 28, 28), "NCHW"),), Input((32, 256, 28, 28), "NCHW")),
-    outputs=("NCHW",), loss="mse",
-))
-register(ModelEntry(
-    "googlenet", "inception", GoogLeNet,
-    test=Config({"num_classes": 10, "dropout": 0.0, "dropout_aux": 0.0},
-                (Input((2, 3, 64, 64), "NCHW"),), Input((2,), "N", "index", 10)),
-    bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
-    outputs=("NC",), loss="cross_entropy",
-))

@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Linear, ReLU, Sequential
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Linear, ReLU, Sequential
 
 __all__ = ["AE", "VAE"]
 
@@ -100,19 +99,3 @@ class VAE(nnx.Module):
         z = self.reparameterize(mu, logvar, eps)
         # N x 20
         return self.decode(z), mu, logvar
-
-
-register(ModelEntry(
-    "ae", "autoencoder", AE,
-    test=Config({"num_inputs": 48}, (Input((4, 48), "NC"),), Input((4, 48), "NC")),
-    bench=Config({"num_inputs": 784}, (Input((256, 784), "NC"),), Input((256, 784), "NC")),
-    outputs=("NC",), loss="mse",
-))
-register(ModelEntry(
-    "vae", "autoencoder", VAE,
-    test=Config({}, (Input((4, 784), "NC", "unit"), Input((4, 20), "NC")),
-                Input((4, 784), "NC", "unit")),
-    bench=Config({}, (Input((256, 784), "NC", "unit"), Input((256, 20), "NC")),
-                 Input((256, 784), "NC", "unit")),
-    outputs=("NC", "NC", "NC"), loss="vae",
-))

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.layers import Conv2d, ConvTranspose2d, MaxPool2d, ReLU, Sequential
-from flax_arch.registry import Config, Input, ModelEntry, register
+from flax_arch.nn import Conv2d, ConvTranspose2d, MaxPool2d, ReLU, Sequential
 
 __all__ = ["DoubleConv", "UNetUp", "UNet", "unet_output_size"]
 
@@ -165,14 +164,3 @@ class UNet(nnx.Module):
         for up in self.up:
             x = up(x, skips.pop())  # N x 52 x 52 x 512, 100 x 256, 196 x 128, 388 x 64
         return self.head(x)  # N x 388 x 388 x num_classes
-
-
-register(ModelEntry(
-    "unet", "unet", UNet,
-    # depth 2, non-square: 44 x 52 -> 4 x 12 (valid sizes 4k + 12, k >= 8)
-    test=Config({"in_channels": 3, "num_classes": 3, "base_channels": 4, "depth": 2},
-                (Input((2, 3, 44, 52), "NCHW"),), Input((2, 4, 12), "NHW", "index", 3)),
-    # the paper's network: 572 x 572 -> 388 x 388, pixel-wise softmax cross-entropy
-    bench=Config({}, (Input((1, 1, 572, 572), "NCHW"),), Input((1, 388, 388), "NHW", "index", 2)),
-    outputs=("NCHW",), loss="cross_entropy",
-))

@@ -1,0 +1,61 @@
+"""Argument checks and dtype rules shared by the leaf layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+
+def _tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    """Expands an int to an n-tuple, checking a given tuple's length."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value}")
+    return value
+
+
+def _check_positive(name: str, values: tuple[int, ...]) -> None:
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive, got {values}")
+
+
+def _check_input(layer: str, x: Array, rank: int, layout: str, channels: int | None) -> None:
+    """Raises a ValueError naming the channels-last layout expected.
+
+    ``rank`` counts the batch axis; torch's unbatched form (rank - 1) is accepted too.
+    """
+    if x.ndim not in (rank, rank - 1):
+        raise ValueError(
+            f"{layer} expects a channels-last input of shape {layout} (or without the batch "
+            f"axis); got rank {x.ndim} with shape {tuple(x.shape)}"
+        )
+    if channels is not None and x.shape[-1] != channels:
+        raise ValueError(
+            f"{layer} expects a channels-last input of shape {layout} with "
+            f"{channels} channels on the last axis; got shape {tuple(x.shape)}. "
+            "Inputs in flax_arch are channels-last: move torch's channel axis to the end."
+        )
+
+
+def _bcast(v: Array, ndim: int) -> Array:
+    """Reshapes a per-channel vector to broadcast against a channels-last array of rank ndim."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
+def _dtypes(x: Array, *params, dtype: Dtype | None):
+    """Promotes the input and parameters to one computation dtype (``dtype`` when given)."""
+    if dtype is None:
+        dtype = jnp.result_type(x, *[p for p in params if p is not None])
+    return [None if a is None else jnp.asarray(a, dtype) for a in (x, *params)]
+
+
+_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

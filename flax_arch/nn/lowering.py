@@ -1,0 +1,225 @@
+"""Backend-specific lowerings: one piece of mathematics, two forms, chosen per platform.
+
+Some of XLA's own operations are slow on one backend and fast on another. Where a rewrite
+was measured faster on a platform, the layer calls a function here, which emits both forms
+through :func:`jax.lax.platform_dependent`: the compiler keeps the one for the platform the
+computation is lowered for (not the default backend's), and every other platform gets XLA's
+own operation. Both forms are the same sums and pass the same parity tests.
+
+=================  =========================================  ==============================
+function           CPU form (measured on XLA:CPU)             elsewhere
+=================  =========================================  ==============================
+``grouped_conv``   one plain convolution per group (<= 64):   ``feature_group_count``
+                   a ResNeXt layer's backward 4.4 s -> 40 ms
+``conv_transpose`` one "sub-pixel" stride-1 convolution of    the input dilated by the stride
+                   the undilated input, phases interleaved:   (the gradient of a convolution)
+                   its weight gradient ~100x faster
+``max_pool``       first-maximum selects over strided         ``reduce_window`` max
+                   slices: gradient 7x faster (ResNet pool)   (dilated windows: the selects)
+=================  =========================================  ==============================
+
+:func:`forms` pins one form for everything traced inside it, on any platform: the tests run
+both forms on CPU, and a GPU benchmark can compare them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+__all__ = ["forms", "grouped_conv", "conv_transpose", "max_pool"]
+
+_FORMS = ("platform", "rewrite", "xla")
+_pinned = "platform"
+
+
+@contextlib.contextmanager
+def forms(which: str) -> Iterator[None]:
+    """Pins the form of every lowering traced inside the block, on any platform.
+
+    ``which``: ``'platform'`` (the default: the rewrite on CPU, XLA's operation elsewhere),
+    ``'rewrite'`` or ``'xla'``. It applies at trace time: a function that ``jit`` compiled
+    before keeps the form it was traced with.
+    """
+    global _pinned
+    if which not in _FORMS:
+        raise ValueError(f"forms() takes one of {_FORMS}, got {which!r}")
+    previous, _pinned = _pinned, which
+    try:
+        yield
+    finally:
+        _pinned = previous
+
+
+def _choose(cpu: Callable[..., Array], xla: Callable[..., Array], *args: Array) -> Array:
+    if _pinned == "rewrite":
+        return cpu(*args)
+    if _pinned == "xla":
+        return xla(*args)
+    return lax.platform_dependent(*args, cpu=cpu, default=xla)
+
+
+# ----------------------------------------------------------------------------- grouped conv
+
+# XLA:CPU computes a grouped convolution (feature_group_count > 1) op by op and its weight
+# gradient (batch_group_count) some 100x slower than a plain convolution's: on 2 cores, a
+# ResNeXt 3x3 layer's backward pass took 4.4 s, against 40 ms as one plain convolution per
+# group. Up to this many groups, the CPU form is per-group convolutions.
+SPLIT_GROUPS_UP_TO = 64
+
+
+def _per_group_conv(x: Array, w: Array, groups: int, **kw) -> Array:
+    cin, cout = x.shape[-1] // groups, w.shape[-1] // groups
+    return jnp.concatenate(
+        [lax.conv_general_dilated(x[..., i * cin:(i + 1) * cin], w[..., i * cout:(i + 1) * cout],
+                                  **kw) for i in range(groups)], axis=-1)
+
+
+def grouped_conv(x: Array, w: Array, groups: int, **kw) -> Array:
+    """``lax.conv_general_dilated(x, w, feature_group_count=groups, **kw)`` of channels-last
+    ``x`` and ``(*kernel, in/groups, out)`` ``w``; on CPU as one plain convolution per group."""
+    if groups == 1 or groups > SPLIT_GROUPS_UP_TO:
+        return lax.conv_general_dilated(x, w, feature_group_count=groups, **kw)
+    return _choose(lambda x, w: _per_group_conv(x, w, groups, **kw),
+                   lambda x, w: lax.conv_general_dilated(x, w, feature_group_count=groups, **kw),
+                   x, w)
+
+
+# ----------------------------------------------------------------------------- transposed conv
+
+
+def conv_transpose(x: Array, w: Array, *, stride: Sequence[int], padding: Sequence[int],
+                   dilation: Sequence[int], output_padding: Sequence[int], groups: int,
+                   out_sizes: Sequence[int], dimension_numbers) -> Array:
+    """torch's transposed convolution of channels-last ``x`` (N, *spatial, in).
+
+    ``w``: ``(*kernel, in, out // groups)`` as ``ConvTransposeNd`` stores it; ``out_sizes``
+    the output's spatial sizes. ``out[i * stride + t * dilation - padding] += x[i] @ w[t]``.
+    """
+    n = len(stride)
+    k = w.shape[:n]
+    cin, cout = x.shape[-1] // groups, w.shape[-1]
+    # (*k, in, out/g) -> (*k, in/g, out): the layout of a grouped forward convolution
+    w = w.reshape(*k, groups, cin, cout)
+    w = jnp.swapaxes(w, n, n + 1).reshape(*k, cin, groups * cout)
+    geometry = dict(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                    groups=groups, dimension_numbers=dimension_numbers)
+    return _choose(
+        lambda x, w: _sub_pixel_conv_transpose(x, w, out_sizes=tuple(out_sizes), **geometry),
+        lambda x, w: _dilated_conv_transpose(x, w, output_padding=tuple(output_padding),
+                                             **geometry),
+        x, w)
+
+
+def _dilated_conv_transpose(x, w, *, stride, padding, dilation, output_padding, groups,
+                            dimension_numbers):
+    # the gradient of a convolution: dilate the input by the stride, convolve with the
+    # flipped kernel, pad by dilation * (k - 1) - padding
+    n = len(stride)
+    pads = [(d * (kk - 1) - p, d * (kk - 1) - p + op)
+            for kk, d, p, op in zip(w.shape[:n], dilation, padding, output_padding)]
+    return lax.conv_general_dilated(
+        x, jnp.flip(w, axis=tuple(range(n))), (1,) * n, pads, lhs_dilation=stride,
+        rhs_dilation=dilation, dimension_numbers=dimension_numbers, feature_group_count=groups)
+
+
+def _sub_pixel_conv_transpose(x, w, *, stride, padding, dilation, groups, out_sizes,
+                              dimension_numbers):
+    # Written directly (the gradient of a convolution), a transposed convolution is a
+    # convolution over the input dilated by the stride, whose weight gradient XLA:CPU computes
+    # some 100x slower than a plain one. Instead, output phase r (outputs o with
+    # (o + padding) % stride == r) is a plain stride-1 convolution of the undilated input with
+    # the taps t that reach it, and all prod(stride) phases are one convolution: the phases
+    # are extra output channels (zero taps where a phase has fewer), then interleaved
+    # ("sub-pixel" convolution). Same sums, and every gradient a plain convolution's.
+    g, n = groups, len(stride)
+    k = w.shape[:n]
+    cin = w.shape[n]
+    out_channels = w.shape[-1]
+    cout = out_channels // g
+    sizes = x.shape[1:1 + n]
+    taps, pads, q_ranges = [], [(0, 0)], []
+    for kk, s, d, p, size, out in zip(k, stride, dilation, padding, sizes, out_sizes):
+        # phase r covers o + padding = q * s + r for q in [q0, q1), and there
+        # out_r[q] = sum over its taps t of x[q - m_t] @ w[t], m_t = (t * d - r) / s
+        q0, q1 = p // s, -(-(p + out) // s)
+        m = {(t, (t * d) % s): (t * d) // s for t in range(kk)}
+        lo, hi = min(m.values()), max(m.values())
+        tap = np.full((hi - lo + 1, s), kk)  # [j, r]: the tap with m_t = hi - j (kk: none)
+        for (t, r), mt in m.items():
+            tap[hi - mt, r] = t
+        taps.append(tap)
+        pads.append((hi - q0, q1 - lo - size))
+        q_ranges.append((q0, q1))
+    pads.append((0, 0))
+    # the kernel: (*J, *stride, cin, g, cout) gathered from w with a zero tap appended
+    wz = jnp.pad(w, [(0, 1)] * n + [(0, 0), (0, 0)]).reshape(*(kk + 1 for kk in k), cin, g, cout)
+    index = tuple(t.reshape((1,) * i + t.shape[:1] + (1,) * (n - 1 - i) + (1,) * i
+                            + t.shape[1:] + (1,) * (n - 1 - i)) for i, t in enumerate(taps))
+    wc = wz[index]  # (*J, *stride, cin, g, cout)
+    js = wc.shape[:n]
+    wc = jnp.moveaxis(wc, tuple(range(n, 2 * n)), tuple(range(n + 2, 2 * n + 2)))
+    wc = wc.reshape(*js, cin, -1)  # output channels ordered (group, *phase, cout)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(a, b, 0) for a, b in pads])
+    y = grouped_conv(xp, wc, g, window_strides=(1,) * n, padding="VALID",
+                     dimension_numbers=dimension_numbers)  # (N, *Q, g * prod(stride) * cout)
+    qs = y.shape[1:1 + n]
+    y = y.reshape(y.shape[0], *qs, g, *stride, cout)
+    # (N, Q_1, ..., g, s_1, ..., cout) -> (N, Q_1, s_1, Q_2, s_2, ..., g, cout)
+    order = [0] + [a for i in range(n) for a in (1 + i, n + 2 + i)] + [n + 1, 2 * n + 2]
+    y = y.transpose(order).reshape(y.shape[0], *(q * s for q, s in zip(qs, stride)),
+                                   out_channels)
+    start = [p - q0 * s for p, s, (q0, _) in zip(padding, stride, q_ranges)]
+    return lax.slice(y, (0, *start, 0),
+                     (y.shape[0], *(a + b for a, b in zip(start, out_sizes)), y.shape[-1]))
+
+
+# ----------------------------------------------------------------------------- max pool
+
+
+def max_pool(xp: Array, dims: Sequence[int], strides: Sequence[int],
+             dilation: Sequence[int]) -> Array:
+    """The maximum over each window of the already padded ``xp`` (pad value: the dtype's
+    lowest), windows ``dims`` with ``strides`` and ``dilation`` per axis (1 for axes not
+    pooled). The gradient goes to the first maximum of each window in torch's scan order, and
+    a NaN propagates, as in torch."""
+    dims, strides, dilation = tuple(dims), tuple(strides), tuple(dilation)
+    chain = lambda xp: _max_pool_selects(xp, dims, strides, dilation)  # noqa: E731
+    if any(d != 1 for d in dilation):  # JAX cannot differentiate a dilated reduce_window
+        return chain(xp)
+    init = -jnp.inf if jnp.issubdtype(xp.dtype, jnp.floating) else jnp.iinfo(xp.dtype).min
+    return _choose(
+        chain,
+        lambda xp: lax.reduce_window(xp, np.array(init, xp.dtype), lax.max, dims, strides,
+                                     "VALID"),
+        xp)
+
+
+def _max_pool_selects(xp, dims, strides, dilation):
+    # The maximum over one strided slice per kernel offset, taken in torch's scan order and
+    # kept on ties, so the gradient goes to the first maximum of each window as torch's does
+    # (and a NaN propagates). XLA:CPU differentiates a reduce_window max through a
+    # select-and-scatter some 7x slower than this chain of selects (ResNet's 3x3/2 pool on
+    # 8x112x112x64: 112 ms against 16 ms).
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(xp.shape, dims, strides,
+                                                                   dilation)]
+    y = None
+    for offset in np.ndindex(*dims):
+        start = [o * d for o, d in zip(offset, dilation)]
+        stop = [a + (m - 1) * s + 1 for a, m, s in zip(start, out, strides)]
+        tap = lax.slice(xp, start, stop, strides)
+        if y is None:
+            y = tap
+        else:
+            take = tap > y
+            if jnp.issubdtype(xp.dtype, jnp.floating):
+                take = take | jnp.isnan(tap)
+            y = jnp.where(take, tap, y)
+    return y

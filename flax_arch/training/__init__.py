@@ -1,0 +1,1 @@
+"""Training: the trainer, its tasks, data, checkpoints and the GAN step."""
