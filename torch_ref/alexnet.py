@@ -6,7 +6,6 @@ x: (batch, 3, height, width) images, height and width >= 63 (224 in the paper).
 import torch
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["AlexNet"]
 
@@ -65,6 +64,3 @@ class AlexNet(nn.Module):
         x = self.classifier(x)
         # N x num_classes
         return x
-
-
-register("alexnet", AlexNet)

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["AE", "VAE"]
 
@@ -88,7 +87,3 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar, eps)
         # N x 20
         return self.decode(z), mu, logvar
-
-
-register("ae", AE)
-register("vae", VAE)

@@ -6,7 +6,6 @@ x: (batch, channels, length), torch's layout.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["Conv1d", "CausalConv1d", "ConvMLP", "ConvTranspose1d"]
 
@@ -44,9 +43,3 @@ class ConvMLP(nn.Sequential):
             nn.Conv1d(hidden_size, num_outputs, 1),
             nn.LogSoftmax(dim=1),
         )
-
-
-register("conv1d", Conv1d)
-register("causal_conv1d", CausalConv1d)
-register("conv_mlp", ConvMLP)
-register("conv_transpose1d", ConvTranspose1d)

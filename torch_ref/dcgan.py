@@ -18,7 +18,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["Generator", "Discriminator", "init_dcgan_weights", "dcgan_optimizers",
            "adversarial_step", "GANStepLosses"]
@@ -168,7 +167,3 @@ def adversarial_step(netG: Generator, netD: Discriminator, optimizerG: torch.opt
     D_G_z2 = output.mean()
     optimizerG.step()
     return GANStepLosses(*(t.detach() for t in (errD, errG, D_x, D_G_z1, D_G_z2)))
-
-
-register("dcgan_generator", Generator)
-register("dcgan_discriminator", Discriminator)

@@ -6,7 +6,6 @@ x: (batch, num_inputs) -> (batch, num_outputs).
 
 from torch import nn
 
-from torch_ref.registry import register
 
 __all__ = ["LogisticRegression", "LinearRegression", "SoftmaxClassifier", "MLP"]
 
@@ -47,9 +46,3 @@ class MLP(nn.Sequential):
             nn.Linear(hidden_size, num_outputs),
             nn.LogSoftmax(dim=1),
         )
-
-
-register("logistic_regression", LogisticRegression)
-register("linear_regression", LinearRegression)
-register("softmax_classifier", SoftmaxClassifier)
-register("mlp", MLP)

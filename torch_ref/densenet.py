@@ -14,7 +14,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["DenseNet", "densenet121", "densenet161", "densenet169", "densenet201"]
 
@@ -180,6 +179,3 @@ densenet121 = partial(DenseNet, 32, (6, 12, 24, 16), 64)
 densenet161 = partial(DenseNet, 48, (6, 12, 36, 24), 96)
 densenet169 = partial(DenseNet, 32, (6, 12, 32, 32), 64)
 densenet201 = partial(DenseNet, 32, (6, 12, 48, 32), 64)
-
-
-register("densenet121", DenseNet)

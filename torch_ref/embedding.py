@@ -7,7 +7,6 @@ matrix product.
 
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["OneHotLinear", "Embedding"]
 
@@ -31,7 +30,3 @@ class OneHotLinear(nn.Linear):
                 f"got {tuple(x.shape)}"
             )
         return super().forward(x)
-
-
-register("one_hot_linear", OneHotLinear)
-register("embedding", Embedding)

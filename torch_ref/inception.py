@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet"]
 
@@ -211,7 +210,3 @@ class GoogLeNet(nn.Module):
         if self.aux_logits:
             return x, aux2, aux1
         return x
-
-
-register("inception", Inception)
-register("googlenet", GoogLeNet)

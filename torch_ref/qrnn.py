@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["QRNNLayer", "QRNN"]
 
@@ -167,7 +166,3 @@ class QRNN(nn.Module):
             if layer < self.num_layers - 1:
                 x = self.drop(x)
         return x, torch.stack(h_n)  # N x L x (dirs * H), (layers * dirs) x N x H
-
-
-register("qrnn_layer", QRNNLayer)
-register("qrnn", QRNN)

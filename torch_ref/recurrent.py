@@ -9,7 +9,6 @@ batch-first RNN followed by a Linear layer and a log-softmax over features.
 
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNClassifier"]
 
@@ -37,9 +36,3 @@ class RNNClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         ht, _ = self.rnn(x)  # N x L x hidden_size
         return self.fc(ht)  # N x L x num_outputs
-
-
-register("rnn", RNN)
-register("lstm", LSTM)
-register("gru", GRU)
-register("rnn_classifier", RNNClassifier)

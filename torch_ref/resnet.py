@@ -10,7 +10,6 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = [
     "ResLayer",
@@ -241,9 +240,3 @@ resnet101 = partial(ResNet, Bottleneck, [3, 4, 23, 3])
 resnet152 = partial(ResNet, Bottleneck, [3, 8, 36, 3])
 resnext50_32x4d = partial(ResNet, Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4)
 wide_resnet50_2 = partial(ResNet, Bottleneck, [3, 4, 6, 3], width_per_group=64 * 2)
-
-
-register("res_layer", ResLayer)
-register("resnet18", resnet18)
-register("resnet_bottleneck", partial(ResNet, Bottleneck))
-register("resnext", partial(ResNet, Bottleneck))

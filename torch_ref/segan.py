@@ -19,7 +19,6 @@ the dropped last sample of odd kernels, ``hasattr(self, 'act')``) is the slide's
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from torch_ref.registry import register
 
 __all__ = ["DownConv1dBlock", "UpConv1dBlock", "Conv1dGenerator"]
 
@@ -151,8 +150,3 @@ class Conv1dGenerator(nn.Module):
             h = dec_layer(h)  # N x 256 x 128, 128 x 512, 64 x 2048, 1 x 8192
         y = h
         return y
-
-
-register("down_conv1d_block", DownConv1dBlock)
-register("up_conv1d_block", UpConv1dBlock)
-register("segan_generator", Conv1dGenerator)

@@ -14,7 +14,6 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from torch_ref.registry import register
 
 __all__ = ["DoubleConv", "UNetUp", "UNet", "unet_output_size"]
 
@@ -158,6 +157,3 @@ class UNet(nn.Module):
         for up in self.up:
             x = up(x, skips.pop())  # N x 512 x 52 x 52, 256 x 100, 128 x 196, 64 x 388
         return self.head(x)  # N x num_classes x 388 x 388
-
-
-register("unet", UNet)
