@@ -15,6 +15,7 @@ from flax_arch.nn import (
     MaxPool2d,
     ReLU,
     Sequential,
+    Stochastic,
     flatten_chw,
 )
 
@@ -25,7 +26,7 @@ __all__ = ["AlexNet"]
 MIN_SIZE = 63
 
 
-class AlexNet(nnx.Module):
+class AlexNet(Stochastic):
     """Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional Neural
     Networks", NeurIPS 2012, in torchvision's single-tower form (64-192-384-256-256 channels).
 

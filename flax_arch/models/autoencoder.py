@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.nn import Linear, ReLU, Sequential
+from flax_arch.nn import Linear, ReLU, Sequential, Stochastic
 
 __all__ = ["AE", "VAE"]
 
@@ -44,7 +44,7 @@ class AE(nnx.Module):
         return self.decoder(self.encoder(x))
 
 
-class VAE(nnx.Module):
+class VAE(Stochastic):
     """The slide's variational auto-encoder (the pytorch/examples MNIST VAE).
 
     Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014. The encoder gives the mean

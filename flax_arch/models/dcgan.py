@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.nn.init import normal_
 from flax_arch.nn import (
     BatchNorm2d,
     Conv2d,
@@ -22,6 +21,7 @@ from flax_arch.nn import (
     Sigmoid,
     Tanh,
 )
+from flax_arch.nn.init import normal_
 
 __all__ = ["Generator", "Discriminator", "init_dcgan_weights"]
 

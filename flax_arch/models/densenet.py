@@ -12,13 +12,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.nn import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU
+from flax_arch.nn import (
+    AvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Stochastic,
+)
+from flax_arch.nn.containers import call
 from flax_arch.nn.init import kaiming_normal_
 
 __all__ = ["DenseNet", "densenet121", "densenet161", "densenet169", "densenet201"]
 
 
-class _NamedSequential(nnx.Module):
+class _NamedSequential(Stochastic):
     """torch's ``nn.Sequential(OrderedDict(...))``: children under their own names (the
     state paths), called in order; dense blocks get the call's ``rngs``."""
 
@@ -30,11 +40,11 @@ class _NamedSequential(nnx.Module):
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         for name in self.names:
             layer = getattr(self, name)
-            x = layer(x, rngs=rngs) if isinstance(layer, _DenseBlock) else layer(x)
+            x = call(layer, x, rngs)
         return x
 
 
-class _DenseLayer(nnx.Module):
+class _DenseLayer(Stochastic):
     """BN-ReLU-Conv1x1 (to ``bn_size * growth_rate``) then BN-ReLU-Conv3x3 (to ``growth_rate``).
 
     Takes the list of every earlier feature map of its block, concatenated on the channel
@@ -74,7 +84,7 @@ class _DenseLayer(nnx.Module):
         return self.dropout(new_features, rngs=rngs)
 
 
-class _DenseBlock(nnx.Module):
+class _DenseBlock(Stochastic):
     """``num_layers`` dense layers, each fed every earlier output of the block.
 
     x: (batch, height, width, c) -> (batch, height, width, c + num_layers * growth_rate).
@@ -129,7 +139,7 @@ def _check_densenet_args(growth_rate, block_config, num_init_features, bn_size, 
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
 
 
-class DenseNet(nnx.Module):
+class DenseNet(Stochastic):
     """torchvision's DenseNet-BC, Huang et al. 2017, "Densely Connected Convolutional Networks".
 
     A 7x7/2 stem and 3x3/2 max-pool, dense blocks of ``block_config[i]`` layers each adding

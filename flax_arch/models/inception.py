@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_arch.nn.init import normal_
 from flax_arch.nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
@@ -22,8 +21,10 @@ from flax_arch.nn import (
     Linear,
     MaxPool2d,
     Sequential,
+    Stochastic,
     flatten_chw,
 )
+from flax_arch.nn.init import normal_
 
 __all__ = ["BasicConv2d", "Inception", "InceptionAux", "GoogLeNet"]
 
@@ -83,7 +84,7 @@ class Inception(nnx.Module):
         return jnp.concatenate(branches, axis=-1)
 
 
-class InceptionAux(nnx.Module):
+class InceptionAux(Stochastic):
     """GoogLeNet's auxiliary classifier: 4x4 average pool, 1x1 convolution to 128 channels,
     fc1 (2048 -> 1024), ReLU, dropout, fc2.
 
@@ -114,7 +115,7 @@ class InceptionAux(nnx.Module):
         return x
 
 
-class GoogLeNet(nnx.Module):
+class GoogLeNet(Stochastic):
     """GoogLeNet (Inception v1) of Szegedy et al., "Going deeper with convolutions", CVPR
     2015: a stem, nine Inception modules (3a, 3b, 4a-4e, 5a, 5b) between ceil-mode
     max-pools, global average pooling, dropout and a linear classifier.

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn import Conv1d, Dropout
+from flax_arch.nn import Conv1d, Dropout, Stochastic
 
 __all__ = ["QRNNLayer", "QRNN", "qrnn_pooling", "pool_sequential", "pool_associative", "POOLINGS",
            "SCANS"]
@@ -119,7 +119,7 @@ def qrnn_pooling(gates: jax.Array, c0: jax.Array, keep: jax.Array | None, *, poo
     return hts, cts[:, -1]  # N x L x H, N x H
 
 
-class QRNNLayer(nnx.Module):
+class QRNNLayer(Stochastic):
     """One QRNN layer (Bradbury et al. 2016): a causal convolution, then f-, fo- or ifo-pooling.
 
     ``conv`` is one causal ``Conv1d(num_inputs, k * num_outputs, kwidth)`` predicting all
@@ -179,7 +179,7 @@ class QRNNLayer(nnx.Module):
                             zoneout=self.zoneout)  # N x L x H, N x H
 
 
-class QRNN(nnx.Module):
+class QRNN(Stochastic):
     """A stack of QRNN layers (Bradbury et al. 2016), with dropout between layers in train mode.
 
     x: (batch, seq, num_inputs), state: (num_layers * num_directions, batch, hidden_size) or

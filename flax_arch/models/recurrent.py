@@ -21,7 +21,7 @@ from flax import nnx
 from jax import lax
 
 from flax_arch.interop import TRANSPOSE
-from flax_arch.nn import Linear, LogSoftmax, Sequential
+from flax_arch.nn import Linear, LogSoftmax, Sequential, Stochastic
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNClassifier"]
 
@@ -139,7 +139,7 @@ def _stacked(weights, x, hx, keys, *, cell, num_states, batch_first, dropout, dt
 # ----------------------------------------------------------------------------- modules
 
 
-class _RNNBase(nnx.Module):
+class _RNNBase(Stochastic):
     """The multi-layer, optionally bidirectional recurrence shared by RNN, LSTM and GRU.
 
     Per layer, the input projection of every time step is one matrix product, hoisted out of

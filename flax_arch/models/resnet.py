@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_arch.nn.init import kaiming_normal_
 from flax_arch.nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
@@ -26,6 +25,7 @@ from flax_arch.nn import (
     Sequential,
     flatten_chw,
 )
+from flax_arch.nn.init import kaiming_normal_
 
 __all__ = [
     "ResLayer",

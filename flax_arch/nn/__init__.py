@@ -20,7 +20,7 @@ mathematics, both forms live in :mod:`flax_arch.nn.lowering`.
 """
 
 from flax_arch.nn.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Tanh
-from flax_arch.nn.containers import Sequential
+from flax_arch.nn.containers import Sequential, Stochastic
 from flax_arch.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from flax_arch.nn.dropout import Dropout
 from flax_arch.nn.embedding import Embedding
@@ -44,6 +44,7 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "Dropout",
     "Sequential",
+    "Stochastic",
     "ReLU",
     "LeakyReLU",
     "Tanh",

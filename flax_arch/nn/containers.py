@@ -1,12 +1,29 @@
-"""torch's ``nn.Sequential``."""
+"""torch's ``nn.Sequential``, and the one rule for call-time randomness."""
 
 from __future__ import annotations
 
 from flax import nnx
 
-from flax_arch.nn.dropout import Dropout
+__all__ = ["Stochastic", "Sequential", "call"]
 
-class Sequential(nnx.Module):
+
+class Stochastic(nnx.Module):
+    """A module whose call may draw randomness (dropout, a VAE's sample), declared by type.
+
+    Its ``__call__`` takes keyword-only ``rngs: nnx.Rngs | None = None``, which wins over the
+    streams given at construction, for exact control (parity tests pass the same keys to
+    every run). This is the one rule: containers pass ``rngs`` on to exactly the children
+    that are ``Stochastic`` (:func:`call`), and the trainer and the benchmarks pass it to a
+    model that is one.
+    """
+
+
+def call(layer: nnx.Module, x, rngs: nnx.Rngs | None):
+    """``layer(x, rngs=rngs)`` for a :class:`Stochastic` layer, ``layer(x)`` otherwise."""
+    return layer(x, rngs=rngs) if isinstance(layer, Stochastic) else layer(x)
+
+
+class Sequential(Stochastic):
     """torch's ``nn.Sequential``: children named ``0``, ``1``, ... so state paths match torch."""
 
     def __init__(self, *layers):
@@ -27,5 +44,5 @@ class Sequential(nnx.Module):
 
     def __call__(self, x, *, rngs: nnx.Rngs | None = None):
         for layer in self:
-            x = layer(x, rngs=rngs) if isinstance(layer, (Dropout, Sequential)) else layer(x)
+            x = call(layer, x, rngs)
         return x

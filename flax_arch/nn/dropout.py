@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flax import nnx
 
-class Dropout(nnx.Dropout):
+from flax_arch.nn.containers import Stochastic
+
+class Dropout(nnx.Dropout, Stochastic):
     """torch's ``nn.Dropout(p)``: zeroes each element with probability p, scales by 1/(1-p).
 
     Train mode by default, as torch; ``model.eval()`` makes it the identity. The mask comes
