@@ -24,21 +24,25 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flax import nnx
 
-from flax_arch.checkpoint import CheckpointError, build, load_model, save_model
-from flax_arch.interop import StateDictError, load_torch_state_dict, torch_state_dict
-from flax_arch.train import parse_kwargs
+from flax_arch.cli import USER_ERRORS, add_kwargs_option, parse_kwargs, report_error
+from flax_arch.interop import LoadReport, load_torch_state_dict, torch_state_dict
+from flax_arch.registry import get_model
+from flax_arch.training.checkpoint import load_model, save_model
+from flax_arch.xla import configure_xla_cpu
 
 __all__ = ["ConversionError", "read_torch_file", "write_torch_file", "torch_to_flax",
            "flax_to_torch", "main"]
 
 TORCH_SUFFIXES = (".pt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
+WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX)
 
 
 class ConversionError(ValueError):
@@ -101,7 +105,7 @@ def write_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
     import torch
 
     path = Path(path)
-    if path.suffix not in (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX):
+    if path.suffix not in WEIGHT_SUFFIXES:
         raise ConversionError(f"{path}: the output must end in .pt, .pth or .safetensors")
     if path.exists():
         raise ConversionError(f"{path} already exists; not overwriting it")
@@ -125,15 +129,23 @@ def write_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
     return path
 
 
+def _initialised(name: str, kwargs: Mapping[str, Any]) -> nnx.Module:
+    """The registered model ``name`` built with ``kwargs``, initialised as one compiled
+    program rather than an XLA compile per operation (a non-strict load keeps the initial
+    values of what it skips)."""
+    return nnx.jit(lambda: get_model(name, rngs=nnx.Rngs(0), **kwargs))()
+
+
 def torch_to_flax(name: str, kwargs: Mapping[str, Any], src: str | os.PathLike,
-                  dst: str | os.PathLike, *, strict: bool = True, key: str | None = None):
+                  dst: str | os.PathLike, *, strict: bool = True,
+                  key: str | None = None) -> LoadReport:
     """Converts the torch weights file ``src`` into a new Flax checkpoint ``dst`` of the
     registered model ``name`` built with ``kwargs``. Returns the load report."""
     dst = Path(dst)
     if dst.exists():
         raise ConversionError(f"{dst} already exists; not overwriting it")
     state_dict = read_torch_file(src, key)
-    model = build(name, kwargs)
+    model = _initialised(name, kwargs)
     report = load_torch_state_dict(model, state_dict, strict=strict)
     save_model(dst, name, kwargs, model, source=Path(src).name)
     return report
@@ -146,7 +158,7 @@ def flax_to_torch(name: str, kwargs: Mapping[str, Any] | None, src: str | os.Pat
     dst = Path(dst)
     if dst.exists():
         raise ConversionError(f"{dst} already exists; not overwriting it")
-    if dst.suffix not in (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX):
+    if dst.suffix not in WEIGHT_SUFFIXES:
         raise ConversionError(f"{dst}: the output must end in .pt, .pth or .safetensors")
     model, meta = load_model(src, name)
     if kwargs and json.loads(json.dumps(dict(kwargs))) != meta["kwargs"]:
@@ -157,7 +169,10 @@ def flax_to_torch(name: str, kwargs: Mapping[str, Any] | None, src: str | os.Pat
     return state_dict
 
 
-def _print_report(report) -> None:
+# ----------------------------------------------------------------------------- CLI
+
+
+def _print_report(report: LoadReport) -> None:
     if not (report.missing_keys or report.unexpected_keys or report.mismatched_keys):
         return
     print("not strict: loaded what fits; skipped", file=sys.stderr)
@@ -171,7 +186,29 @@ def _print_report(report) -> None:
               file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# One function per kind of source, each given the parsed arguments and --kwargs.
+Conversion = Callable[[argparse.Namespace, dict[str, Any]], None]
+
+
+def _from_torch_file(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+    """A .pt/.pth/.safetensors state_dict becomes a new Flax checkpoint of MODEL."""
+    _print_report(torch_to_flax(args.model, kwargs, args.src, args.dst, strict=args.strict,
+                                key=args.key))
+
+
+def _from_checkpoint(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+    """A Flax checkpoint's MODEL becomes a .pt/.pth/.safetensors state_dict."""
+    flax_to_torch(args.model, kwargs, args.src, args.dst)
+
+
+def _conversion(args: argparse.Namespace) -> Conversion:
+    """The conversion the arguments ask for, told by the source."""
+    if Path(args.src).suffix in WEIGHT_SUFFIXES:
+        return _from_torch_file
+    return _from_checkpoint
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flax_arch.convert",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -179,28 +216,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("model", help="the registered model name")
     p.add_argument("src", help="a .pt/.pth/.safetensors file, or a Flax checkpoint directory")
     p.add_argument("dst", help="a new Flax checkpoint directory, or a .pt/.pth/.safetensors file")
-    p.add_argument("--kwargs", nargs="+", default=[], metavar="ARG",
-                   help="constructor arguments: one JSON object or KEY=VALUE items")
+    add_kwargs_option(p)
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="load the keys that fit and report the rest")
     p.add_argument("--key", help="the nested state_dict entry of a .pt dictionary")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flax_arch.convert``; the exit status (2 for a refused conversion)."""
+    args = _parser().parse_args(argv)
     try:
-        kwargs = parse_kwargs(args.kwargs)
-        src = Path(args.src)
-        if src.suffix in (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX):
-            report = torch_to_flax(args.model, kwargs, src, args.dst, strict=args.strict,
-                                   key=args.key)
-            _print_report(report)
-        else:
-            flax_to_torch(args.model, kwargs, src, args.dst)
-    except (ConversionError, CheckpointError, StateDictError, KeyError, TypeError,
-            ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        _conversion(args)(args, parse_kwargs(args.kwargs))
+    except USER_ERRORS as err:
+        return report_error(err)
     print(f"wrote {args.dst}")
     return 0
 
 
 if __name__ == "__main__":
+    configure_xla_cpu()  # before JAX starts
     sys.exit(main())

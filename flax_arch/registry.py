@@ -34,8 +34,8 @@ from flax_arch.models.resnet import Bottleneck, ResLayer, ResNet, resnet18
 from flax_arch.models.segan import Conv1dGenerator, DownConv1dBlock, UpConv1dBlock
 from flax_arch.models.unet import UNet
 
-__all__ = ["Input", "Config", "ModelEntry", "TASKS", "register", "list_models", "get_model",
-           "get_entry"]
+__all__ = ["Input", "Config", "ModelEntry", "TASKS", "GANPair", "GANS", "register",
+           "list_models", "get_model", "get_entry"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,23 @@ TASKS = {
 
 
 @dataclass(frozen=True)
+class GANPair:
+    """A generator and a discriminator, by registry name, trained together as one model.
+
+    ``latent_arg`` is the generator's constructor argument that sets the channels of its
+    noise input (the registry input's shape gives them where the arguments leave it unset).
+    """
+
+    generator: str
+    discriminator: str
+    latent_arg: str
+
+
+# The GANs the trainer trains by one name (``python -m flax_arch.train dcgan``):
+GANS = {"dcgan": GANPair("dcgan_generator", "dcgan_discriminator", latent_arg="nz")}
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A registered architecture.
 
@@ -108,6 +125,11 @@ class ModelEntry:
     ``outputs`` gives the torch layout of each output leaf in order (``jax.tree.leaves``
     order of the Flax output). ``loss`` names a loss of :mod:`flax_arch.losses` /
     :mod:`torch_ref.losses`, computed against ``Config.target``.
+
+    The sizes that follow the data, for the trainer: ``channels_arg`` names the constructor
+    argument that sets the size of the input's last (channels-last) axis, its features or
+    channels; ``classes_arg`` the one that sets the number of classes. None where no argument
+    does (the VAE's 784 inputs; torchvision's RGB models).
     """
 
     name: str
@@ -118,6 +140,8 @@ class ModelEntry:
     bench: Config
     outputs: tuple[str, ...]
     loss: str
+    channels_arg: str | None = None
+    classes_arg: str | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -129,9 +153,11 @@ class ModelEntry:
             raise ValueError(f"size must be 'test' or 'bench', got {size!r}")
         return self.test if size == "test" else self.bench
 
-    def build(self, size: str = "test", *, rngs: nnx.Rngs, **overrides) -> nnx.Module:
-        """The Flax model at the ``size`` configuration (``overrides`` replace arguments)."""
-        return self.cls(**{**self.config(size).kwargs, **overrides}, rngs=rngs)
+    def build(self, size: str | None = None, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+        """The Flax model: the class defaults, or the ``size`` configuration's arguments,
+        with ``kwargs`` over them. Every part of the package builds a model here."""
+        base = {} if size is None else self.config(size).kwargs
+        return self.cls(**{**base, **kwargs}, rngs=rngs)
 
     def example_inputs(self, size: str = "test", *, batch_size: int | None = None,
                        dtype=np.float32, seed: int = 0):
@@ -173,8 +199,8 @@ def get_entry(name: str) -> ModelEntry:
 
 def get_model(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
     """Builds the registered model ``name`` with constructor ``kwargs`` (the class defaults
-    otherwise), as ``torch_ref.get_model`` builds its twin."""
-    return get_entry(name).cls(**kwargs, rngs=rngs)
+    otherwise), as ``torch_ref.get_model`` builds its twin: :meth:`ModelEntry.build`."""
+    return get_entry(name).build(rngs=rngs, **kwargs)
 
 
 # ---------------------------------------------------------------- dense
@@ -197,13 +223,14 @@ register(ModelEntry(
 ))
 register(ModelEntry(
     "softmax_classifier", "dense", SoftmaxClassifier, task="classify",
+    channels_arg="num_inputs", classes_arg="num_outputs",
     test=Config({"num_inputs": 16, "num_outputs": 5}, _nc(16), Input((4,), "N", "index", 5)),
     bench=Config({"num_inputs": 100, "num_outputs": 20}, _nc(100, 256),
                  Input((256,), "N", "index", 20)),
     outputs=("NC",), loss="nll",
 ))
 register(ModelEntry(
-    "mlp", "dense", MLP, task="classify",
+    "mlp", "dense", MLP, task="classify", channels_arg="num_inputs", classes_arg="num_outputs",
     test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5}, _nc(16),
                 Input((4,), "N", "index", 5)),
     bench=Config({}, _nc(100, 256), Input((256,), "N", "index", 20)),
@@ -259,6 +286,7 @@ register(ModelEntry(
 ))
 register(ModelEntry(
     "rnn_classifier", "recurrent", RNNClassifier, task="classify_steps",
+    channels_arg="num_inputs", classes_arg="num_outputs",
     test=Config({"num_inputs": 4, "hidden_size": 3, "num_outputs": 6, "num_layers": 2},
                 (Input((2, 5, 4), "NLC"),), Input((2, 5), "NL", "index", 6)),
     bench=Config({"num_inputs": 100, "hidden_size": 512, "num_outputs": 10},
@@ -287,6 +315,7 @@ register(ModelEntry(
 ))
 register(ModelEntry(
     "conv_mlp", "conv", ConvMLP, task="classify_steps",
+    channels_arg="num_inputs", classes_arg="num_outputs",
     test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5},
                 (Input((2, 16, 6), "NCL"),), Input((2, 6), "NL", "index", 5)),
     bench=Config({}, (Input((16, 100, 64), "NCL"),), Input((16, 64), "NL", "index", 20)),
@@ -326,7 +355,7 @@ register(ModelEntry(
 # ---------------------------------------------------------------- autoencoder
 
 register(ModelEntry(
-    "ae", "autoencoder", AE, task="reconstruct",
+    "ae", "autoencoder", AE, task="reconstruct", channels_arg="num_inputs",
     test=Config({"num_inputs": 48}, (Input((4, 48), "NC"),), Input((4, 48), "NC")),
     bench=Config({"num_inputs": 784}, (Input((256, 784), "NC"),), Input((256, 784), "NC")),
     outputs=("NC",), loss="mse",
@@ -344,7 +373,7 @@ register(ModelEntry(
 # ---------------------------------------------------------------- alexnet
 
 register(ModelEntry(
-    "alexnet", "alexnet", AlexNet, task="classify",
+    "alexnet", "alexnet", AlexNet, task="classify", classes_arg="num_classes",
     test=Config({"num_classes": 10, "dropout": 0.0}, (Input((2, 3, 64, 64), "NCHW"),),
                 Input((2,), "N", "index", 10)),
     bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
@@ -365,7 +394,7 @@ register(ModelEntry(
     outputs=("NCHW",), loss="mse",
 ))
 register(ModelEntry(
-    "googlenet", "inception", GoogLeNet, task="classify",
+    "googlenet", "inception", GoogLeNet, task="classify", classes_arg="num_classes",
     test=Config({"num_classes": 10, "dropout": 0.0, "dropout_aux": 0.0},
                 (Input((2, 3, 64, 64), "NCHW"),), Input((2,), "N", "index", 10)),
     bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
@@ -392,7 +421,7 @@ register(ModelEntry(
 # 2 * 2 * 2 values per channel: with 2 * 1 * 1 it maps every pair to (-1, 1) whatever the
 # input, and its gradient is rounding noise.
 register(ModelEntry(
-    "resnet18", "resnet", resnet18, task="classify",
+    "resnet18", "resnet", resnet18, task="classify", classes_arg="num_classes",
     test=Config({"num_classes": 10}, **_images(2, 64, 10)),
     bench=Config({}, **_images(16, 224, 1000)),
     outputs=("NC",), loss="cross_entropy",
@@ -400,12 +429,14 @@ register(ModelEntry(
 # Bottleneck ResNets at one block per stage for tests; at bench, ResNet-50 and ResNeXt-50 32x4d.
 register(ModelEntry(
     "resnet_bottleneck", "resnet", partial(ResNet, Bottleneck), task="classify",
+    classes_arg="num_classes",
     test=Config({"layers": [1, 1, 1, 1], "num_classes": 10}, **_images(2, 64, 10)),
     bench=Config({"layers": [3, 4, 6, 3]}, **_images(16, 224, 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 register(ModelEntry(
     "resnext", "resnet", partial(ResNet, Bottleneck), task="classify",
+    classes_arg="num_classes",
     test=Config({"layers": [1, 1, 1, 1], "groups": 4, "width_per_group": 8, "num_classes": 10},
                 **_images(2, 64, 10)),
     bench=Config({"layers": [3, 4, 6, 3], "groups": 32, "width_per_group": 4},
@@ -417,7 +448,7 @@ register(ModelEntry(
 # ---------------------------------------------------------------- densenet
 
 register(ModelEntry(
-    "densenet121", "densenet", DenseNet, task="classify",
+    "densenet121", "densenet", DenseNet, task="classify", classes_arg="num_classes",
     # test: a narrow two-block DenseNet-BC; bench: the class defaults, DenseNet-121
     test=Config({"growth_rate": 8, "block_config": (2, 2), "num_init_features": 16,
                  "bn_size": 2, "num_classes": 10},
@@ -472,7 +503,7 @@ register(ModelEntry(
 # ---------------------------------------------------------------- dcgan
 
 register(ModelEntry(
-    "dcgan_generator", "dcgan", Generator, task="generate",
+    "dcgan_generator", "dcgan", Generator, task="generate", channels_arg="nc",
     test=Config({"nc": 3, "nz": 16, "ngf": 8}, (Input((4, 16, 1, 1), "NCHW"),),
                 Input((4, 3, 64, 64), "NCHW")),
     # the slide's generator at the example's batch size
@@ -480,7 +511,7 @@ register(ModelEntry(
     outputs=("NCHW",), loss="mse",
 ))
 register(ModelEntry(
-    "dcgan_discriminator", "dcgan", Discriminator, task="discriminate",
+    "dcgan_discriminator", "dcgan", Discriminator, task="discriminate", channels_arg="nc",
     test=Config({"nc": 3, "ndf": 8}, (Input((4, 3, 64, 64), "NCHW"),),
                 Input((4, 1, 1, 1), "NCHW", "unit")),
     bench=Config({}, (Input((64, 3, 64, 64), "NCHW"),), Input((64, 1, 1, 1), "NCHW", "unit")),

@@ -10,10 +10,10 @@ from flax import nnx
 import flax_arch
 import torch_ref
 import torch_ref.inception  # noqa: F401
-from flax_arch.checkpoint import CheckpointError, load_model
+from flax_arch.training.checkpoint import CheckpointError, load_model
 from flax_arch.convert import ConversionError, flax_to_torch, main, torch_to_flax
 from flax_arch.interop import to_channels_first, to_channels_last
-from flax_arch.train import TrainConfig, train
+from flax_arch.training.trainer import TrainConfig, train
 from parity_tests.harness import assert_close
 from parity_tests.tolerances import tolerance
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from flax_arch import get_entry, torch_state_dict
-from flax_arch.checkpoint import load_model
-from flax_arch.train import TrainConfig, Trainer
+from flax_arch.training.checkpoint import load_model
+from flax_arch.training.trainer import TrainConfig, Trainer
 from parity_tests.harness import assert_close
 from parity_tests.test_train import JAX_SETUP, records
 from parity_tests.tolerances import tolerance
@@ -23,7 +23,7 @@ EIGHT_DEVICES = JAX_SETUP + """
 import json, sys
 import numpy as np
 import flax_arch.models.dcgan
-from flax_arch.train import TrainConfig, Trainer
+from flax_arch.training.trainer import TrainConfig, Trainer
 
 assert jax.device_count() == 8, jax.devices()
 trainer = Trainer(TrainConfig(**json.loads(sys.argv[1])))

@@ -1,6 +1,7 @@
 """The trainer: every kind of task learns, checkpoints resume exactly and survive a kill
 mid-save, and bad data or another run's checkpoints are refused with nothing touched."""
 
+import dataclasses
 import hashlib
 import json
 import signal
@@ -13,10 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_arch import checkpoint
-from flax_arch.data import DataError, digits
+from flax_arch import get_entry, registry
+from flax_arch.cli import parse_kwargs
 from flax_arch.losses import binary_cross_entropy
-from flax_arch.train import TrainConfig, Trainer, _plan, main, parse_kwargs, train
+from flax_arch.train import main
+from flax_arch.training import checkpoint
+from flax_arch.training.data import DataError, digits
+from flax_arch.training.trainer import TrainConfig, Trainer, plan, train
 
 # the suite's numerics (parity_tests/conftest.py), for subprocesses that must match this one
 JAX_SETUP = """
@@ -88,11 +92,11 @@ def test_generative_models_learn_digits_and_draw(tmp_path, model, metric):
     ("conv_mlp", {"num_inputs": 64}, (1, 64)),  # the whole digit in one step
 ])
 def test_sequence_models_read_the_digit_in_steps_of_num_inputs_pixels(model, kwargs, shape):
-    plan = _plan(TrainConfig(model, kwargs=kwargs))
-    assert plan.task.spec.shape == shape == plan.x.shape[1:]
+    got = plan(TrainConfig(model, kwargs=kwargs))
+    assert got.task.spec.shape == shape == got.x.shape[1:]
     images, labels = digits()
-    np.testing.assert_array_equal(plan.x.reshape(-1, 64), images.reshape(-1, 64))
-    np.testing.assert_array_equal(plan.y, labels)
+    np.testing.assert_array_equal(got.x.reshape(-1, 64), images.reshape(-1, 64))
+    np.testing.assert_array_equal(got.y, labels)
 
 
 def test_per_step_classifier_learns_digits(tmp_path):
@@ -104,11 +108,25 @@ def test_per_step_classifier_learns_digits(tmp_path):
 
 @pytest.mark.parametrize("size, z_shape", [("test", (1, 1, 16)), ("bench", (1, 1, 100))])
 def test_dcgan_pairs_the_generator_and_discriminator_on_64x64_digits(size, z_shape):
-    plan = _plan(TrainConfig("dcgan", size=size))
-    assert plan.task.z_shape == z_shape
-    assert plan.x.shape == (1797, 64, 64, 1) and plan.y is None
-    assert 0.0 <= plan.x.min() and plan.x.max() <= 1.0  # scaled to tanh's [-1, 1] in the step
-    assert plan.task.kwargs["generator"]["nc"] == plan.task.kwargs["discriminator"]["nc"] == 1
+    got = plan(TrainConfig("dcgan", size=size))
+    assert got.task.z_shape == z_shape
+    assert got.x.shape == (1797, 64, 64, 1) and got.y is None
+    assert 0.0 <= got.x.min() and got.x.max() <= 1.0  # scaled to tanh's [-1, 1] in the step
+    assert got.task.kwargs["generator"]["nc"] == got.task.kwargs["discriminator"]["nc"] == 1
+
+
+def test_the_size_arguments_are_those_the_registry_entry_names(monkeypatch, tmp_path):
+    # The data sets the arguments of the entry's channels_arg and classes_arg, and no others.
+    mlp = get_entry("mlp")
+    assert plan(TrainConfig("mlp")).task.kwargs["model"] == {
+        "num_inputs": 64, "hidden_size": 32, "num_outputs": 10}
+    monkeypatch.setitem(registry._REGISTRY, "mlp",
+                        dataclasses.replace(mlp, channels_arg=None, classes_arg=None))
+    got = plan(TrainConfig("mlp"))  # the test configuration's 16 inputs and 5 classes stay
+    assert got.task.kwargs["model"] == {"num_inputs": 16, "hidden_size": 32, "num_outputs": 5}
+    assert got.x.shape[1:] == (16,)  # the digits resized to 4 x 4 to fit them
+    with pytest.raises(DataError, match=r"model 'mlp' has 5 classes"):
+        Trainer(config("mlp", tmp_path))
 
 
 def test_saturated_discriminator_keeps_gradients_finite():
@@ -128,7 +146,7 @@ import os, signal, sys
 from pathlib import Path
 import flax_arch.models.autoencoder
 from orbax.checkpoint._src.path import async_path
-from flax_arch.train import TrainConfig, train
+from flax_arch.training.trainer import TrainConfig, train
 
 rename = async_path.rename
 
@@ -230,9 +248,13 @@ def test_labels_beyond_the_models_classes_are_refused(tmp_path):
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["no_such_model", "--out", str(tmp_path)]) == 2
     assert "unknown model 'no_such_model'; trainable models:" in capsys.readouterr().err
-    for name in ("conv1d", "res_layer"):  # a layer; a shape-keeping block, not an auto-encoder
+    # registry tasks without training data here: a layer and a shape-keeping block (regress),
+    # U-Net (segment)
+    for name in ("conv1d", "res_layer", "unet"):
         assert main([name, "--out", str(tmp_path)]) == 2
         assert f"{name!r} has no training task" in capsys.readouterr().err
+    assert main(["dcgan_generator", "--out", str(tmp_path)]) == 2
+    assert "trains as part of the GAN 'dcgan'" in capsys.readouterr().err
     assert main(["mlp", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
     assert "missing.npz' does not exist" in capsys.readouterr().err
     assert main(["mlp", "--kwargs", "width=3", "--out", str(tmp_path)]) == 2

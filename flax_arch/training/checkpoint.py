@@ -15,7 +15,6 @@ optimizer, batch size and seed); anything else is refused before a file is touch
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -29,10 +28,9 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from flax_arch.registry import get_entry
+from flax_arch.registry import get_model
 
-__all__ = ["FORMAT", "CheckpointError", "latest", "Checkpoints", "build", "save_model",
-           "load_model"]
+__all__ = ["FORMAT", "CheckpointError", "latest", "Checkpoints", "save_model", "load_model"]
 
 FORMAT = "flax_arch/1"
 
@@ -199,18 +197,6 @@ class Checkpoints:
             self._manager.close()
 
 
-@functools.lru_cache(maxsize=16)
-def _builder(name: str, kwargs_json: str, seed: int):
-    entry, kwargs = get_entry(name), json.loads(kwargs_json)
-    return nnx.jit(lambda: entry.cls(**kwargs, rngs=nnx.Rngs(seed)))
-
-
-def build(name: str, kwargs: Mapping[str, Any], seed: int = 0) -> nnx.Module:
-    """The registered model ``name`` built with ``kwargs`` (JSON values), initialised as one
-    compiled program, compiled once per process, rather than an XLA compile per operation."""
-    return _builder(name, json.dumps(_normalise(kwargs), sort_keys=True), seed)()
-
-
 def save_model(path: str | os.PathLike, name: str, kwargs: Mapping[str, Any],
                model: nnx.Module, **info: Any) -> Path:
     """Writes ``model`` (registry ``name`` built with ``kwargs``) as a new checkpoint at ``path``.
@@ -264,8 +250,8 @@ def load_model(path: str | os.PathLike, name: str | None = None
             raise CheckpointError(f"{path} holds model(s) {sorted(names.values())}, not "
                                   f"{name!r}")
         (item,) = matches
-    entry, kwargs = get_entry(models[item]["name"]), models[item]["kwargs"]
-    model = nnx.eval_shape(lambda: entry.cls(**kwargs, rngs=nnx.Rngs(0)))  # filled by restore
+    held, kwargs = models[item]["name"], models[item]["kwargs"]
+    model = nnx.eval_shape(lambda: get_model(held, rngs=nnx.Rngs(0), **kwargs))  # restore fills it
     with _quiet():
         mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
     try:

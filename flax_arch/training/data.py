@@ -1,4 +1,4 @@
-"""Data for :mod:`flax_arch.train`: scikit-learn's digits, or your own arrays, shaped for a model.
+"""The trainer's data: scikit-learn's digits, or your own arrays, shaped for a model.
 
 With no data file the trainer uses scikit-learn's digits (1,797 greyscale 8 x 8 images of the
 digits 0-9, shipped inside the scikit-learn package: nothing is downloaded), resized to what
@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["Spec", "DataError", "digits", "read_arrays", "fit_images", "check_inputs",
+__all__ = ["LAYOUTS", "Spec", "DataError", "digits", "read_arrays", "fit_images", "check_inputs",
            "check_labels", "split", "epoch_order", "fingerprint", "axes"]
 
 # axis names of each supported torch layout, in the Flax (channels-last) order
@@ -34,6 +34,7 @@ _AXES = {
     "NCL": ("length", "channels"),
     "NLC": ("length", "channels"),
 }
+LAYOUTS = tuple(_AXES)  # the registry input layouts the trainer feeds
 
 
 class DataError(ValueError):
@@ -52,7 +53,7 @@ class Spec:
     def __post_init__(self):
         if self.layout not in _AXES:
             raise DataError(f"no image data for inputs in layout {self.layout!r}; the trainer "
-                            f"feeds layouts {sorted(_AXES)}")
+                            f"feeds layouts {list(LAYOUTS)}")
         if len(self.shape) != len(_AXES[self.layout]):
             raise DataError(f"a {self.layout} input needs {len(_AXES[self.layout])} axes after "
                             f"the batch axis, got {self.shape}")
