@@ -73,6 +73,7 @@ from flax_arch.models import (  # the architectures
     Discriminator,
     init_dcgan_weights,
 )
+from flax_arch.port import port
 from flax_arch.registry import get_entry, get_model, list_models, register
 from flax_arch.training.gan import GANStepLosses, adversarial_step, dcgan_optimizers
 from flax_arch.xla import configure_xla_cpu
@@ -144,4 +145,5 @@ __all__ = [
     "get_entry",
     "register",
     "configure_xla_cpu",
+    "port",
 ]
