@@ -35,4 +35,4 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("largest parity errors (max|diff| / max(1, max|ref|))")
     for (family, dtype, what), err in sorted(ERRORS.items()):
-        terminalreporter.write_line(f"{family:12s} {dtype:8s} {what:8s} {err:.2e}")
+        terminalreporter.write_line(f"{family:12s} {dtype:8s} {what:14s} {err:.2e}")

@@ -1,4 +1,10 @@
-"""Every registered model against its torch twin: forward, gradients, optimizer steps."""
+"""Every registered model against its torch twin: forward, gradients, optimizer steps.
+
+One test per (model, dtype, mode) runs every check that applies through one
+``assert_parity`` call, so that one compiled value-and-gradient serves the gradient check and
+every optimizer step (it replaces the separate forward-and-gradient and optimizer-step tests
+of before, checking the same: SGD and Adam now run one after the other on the same pair).
+"""
 
 import numpy as np
 import pytest
@@ -9,12 +15,23 @@ from parity_tests.harness import Pair
 from parity_tests.tolerances import (ADAM_EVAL_FLOAT64_ONLY, ADAM_FLOAT64_ONLY,
                                      FLOAT32_FORWARD_ONLY)
 
-# Run op by op (eagerly), GoogLeNet's 57 convolutions cost minutes per check on 2 cores:
-# its cases run with ``-m slow``; the Inception block itself runs by default.
-SLOW = {"googlenet"}
-MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-          for n in flax_arch.list_models()]
+MODELS = flax_arch.list_models()
 DTYPES = [np.float64, np.float32]
+
+
+def checks(name: str, dtype, train: bool) -> tuple[str, ...]:
+    """What one model is checked for in one dtype and mode: the forward call and its
+    gradients in both modes, SGD and Adam steps in train mode; the exceptions and their
+    reasons are in tolerances.py."""
+    float32 = np.dtype(dtype) == np.float32
+    if name in FLOAT32_FORWARD_ONLY and float32:
+        return ("forward",)  # ill-conditioned float32 gradients: float64 checks the rest
+    adam_in_eval = bool(ADAM_EVAL_FLOAT64_ONLY & {name, flax_arch.get_entry(name).family})
+    if not train:
+        return ("forward", "grad", "adam") if adam_in_eval and not float32 else ("forward", "grad")
+    if adam_in_eval or (float32 and name in ADAM_FLOAT64_ONLY):
+        return ("forward", "grad", "sgd")
+    return ("forward", "grad", "sgd", "adam")
 
 
 def test_both_registries_list_the_same_models():
@@ -24,30 +41,9 @@ def test_both_registries_list_the_same_models():
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_forward_and_gradients(name, dtype, train):
-    pair = Pair(name, dtype, train=train)
-    if name in FLOAT32_FORWARD_ONLY and np.dtype(dtype) == np.float32:
-        pair.check_forward()  # ill-conditioned float32 gradients; see tolerances.py
-    else:
-        pair.check_forward_and_gradients()
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", MODELS)
-def test_optimizer_steps(name, dtype, optimizer):
-    train, float32 = True, np.dtype(dtype) == np.float32
-    if name in FLOAT32_FORWARD_ONLY and float32:
-        pytest.skip("float32 gradients are ill-conditioned here; float64 checks the steps "
-                    "(see tolerances.py)")
-    if optimizer == "adam" and ADAM_EVAL_FLOAT64_ONLY & {name, flax_arch.get_entry(name).family}:
-        if float32:
-            pytest.skip("Adam amplifies rounding-level gradients here; see tolerances.py")
-        train = False
-    if optimizer == "adam" and float32 and name in ADAM_FLOAT64_ONLY:
-        pytest.skip("float32 Adam is ill-conditioned here; test_float32_adam_is_as_accurate_"
-                    "as_torchs checks it against float64 (see tolerances.py)")
-    Pair(name, dtype, train=train).check_optimizer_steps(optimizer)
+def test_parity(name, dtype, train):
+    report = Pair(name, dtype, train=train).check(checks(name, dtype, train))
+    assert set(report.largest()) == set(checks(name, dtype, train))
 
 
 @pytest.mark.parametrize("name", sorted(ADAM_FLOAT64_ONLY))
@@ -56,9 +52,8 @@ def test_float32_adam_is_as_accurate_as_torchs(name):
     measured against the float64 run (whose two sides agree to 1e-10): JAX's float32 weights
     may be no further from it than torch's float32 weights are, with 50% to spare."""
     pairs = {dtype: Pair(name, dtype) for dtype in (np.float64, np.float32)}
-    for pair in pairs.values():
-        pair.optimizer_steps("adam")
-    pairs[np.float64].check_state("float64 adam step")
+    pairs[np.float64].check_optimizer_steps("adam")
+    pairs[np.float32].optimizer_steps("adam")  # nothing compared: float32 against float64 below
     exact = pairs[np.float64].torch.state_dict()
     ours = flax_arch.torch_state_dict(pairs[np.float32].flax)
     theirs = pairs[np.float32].torch.state_dict()
