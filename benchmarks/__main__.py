@@ -3,14 +3,21 @@
 Examples::
 
     python -m benchmarks                          # all models, forward and train, float32
-    python -m benchmarks --quick                  # test sizes: about two minutes on 2 cores
+    python -m benchmarks --quick                  # the quick sizes: under 5 minutes on 2 cores
+    python -m benchmarks --quick --save           # ... as this device's latest quick run
     python -m benchmarks --models mlp,resnet18 --batch-size 1,64 --torch-compile
     python -m benchmarks --dtype float32,bfloat16 --json out.json --plot out.png
     python -m benchmarks --list
 
-A model that fails is reported as failed, and the run goes on; unknown names, impossible
-batch sizes and dtypes the device lacks are named and skipped. The exit status is non-zero
-only for usage errors (nothing valid left to run, malformed arguments).
+Every number comes with its spread; a case whose timings did not settle, stayed spread out,
+or shared the machine with other work is marked unstable, and the geometric means leave it
+out (:mod:`benchmarks.stats`). A model that fails is reported as failed, and the run goes on;
+unknown names, impossible batch sizes and dtypes the device lacks are named and skipped. The
+exit status is non-zero only for usage errors (nothing valid left to run, malformed
+arguments).
+
+Run as a program, it first adds :func:`flax_arch.configure_xla_cpu`'s flags to ``XLA_FLAGS``
+(before JAX starts; the records carry ``XLA_FLAGS``).
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import argparse  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 USAGE_ERROR = 2
+RESULTS = Path(__file__).parent / "results"  # the latest run per device; history/ the rest
 
 
 def _csv(text: str) -> list[str]:
@@ -51,20 +60,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="highest",
                    help="float32 matmul precision on both sides (GPU): highest = true "
                         "float32, tf32 = TF32 tensor cores (default highest)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed samples per side (default 10, --quick 3); cut to fit "
-                        "--budget, never below 1")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls per side first")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="timing budget per model and mode (default 60, --quick 3): "
-                        "slow steps get fewer warm-up calls and repeats")
+                   help="warm-up and timing budget per model and mode, compilation apart "
+                        "(default 60, --quick 2); sampling stops earlier once both sides' "
+                        "spread is small, and a case that runs out is marked unstable")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="start no new model after this many seconds; the rest are reported "
                         "as skipped")
+    p.add_argument("--lowering", choices=("platform", "rewrite", "xla"), default="platform",
+                   help="the backend forms of flax_arch.nn.lowering to trace: the platform's "
+                        "(default: the measured rewrites on CPU, XLA's own ops elsewhere), "
+                        "or one form everywhere")
     p.add_argument("--torch-compile", action="store_true",
                    help="also time torch.compile (its compilation timed apart)")
     p.add_argument("--quick", action="store_true",
-                   help="the registry's small test sizes, 3 repeats, short samples")
+                   help="the registry's quick sizes (a millisecond or more per call, the "
+                        "slides' layers), 25 ms samples, a 2 s budget per case")
     p.add_argument("--cores", type=int, default=None, metavar="N",
                    help="pin both libraries to N of the cores this process may use (default: "
                         "all). On a busy shared machine, --cores 1 avoids the stalls of thread "
@@ -75,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="write the records as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the speedups")
+    p.add_argument("--save", action="store_true",
+                   help="write the table, JSON and chart as this device's latest run: "
+                        "benchmarks/results/<device>[_quick][_<dtype>][_torch-compile]"
+                        "[_<lowering>-forms].{md,json,png}, replacing the previous one")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="run nothing: print (and write with --json/--markdown/--plot) the "
@@ -93,9 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.batch_size = [int(b) for b in args.batch_size]
         except ValueError:
             p.error(f"--batch-size: integers expected, got {','.join(args.batch_size)}")
-    for name in ("repeats", "warmup", "budget", "time_limit", "peak_gflops", "cores"):
+    for name in ("budget", "time_limit", "peak_gflops", "cores"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "warmup" else 1e-9):
+        if value is not None and value <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     return args
 
@@ -108,10 +123,11 @@ def _list_models() -> str:
     lines = []
     for name in flax_arch.list_models():
         e = flax_arch.get_entry(name)
-        shapes = " ".join(f"{i.layout}{list(i.shape)}" for i in e.bench.inputs)
+        shapes = {size: " ".join(f"{i.layout}{list(i.shape)}" for i in e.config(size).inputs)
+                  for size in ("bench", "quick")}
         twin = "" if name in twins else "  (no torch twin registered)"
-        lines.append(f"{name:22s} {e.family:12s} {e.loss:16s} bench inputs {shapes}  "
-                     f"{e.bench.kwargs}{twin}")
+        lines.append(f"{name:22s} {e.family:12s} {e.loss:16s} bench inputs {shapes['bench']}  "
+                     f"{e.bench.kwargs}; quick inputs {shapes['quick']}{twin}")
     return "\n".join(lines)
 
 
@@ -225,15 +241,20 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     opts = harness.Options(
-        size="test" if quick else "bench",
-        repeats=args.repeats or (3 if quick else 10),
-        warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
-        min_block_s=0.005 if quick else 0.05,
-        budget_s=args.budget or (3.0 if quick else 60.0),
+        size="quick" if quick else "bench",
+        min_sample_s=0.025 if quick else 0.1,
+        budget_s=args.budget or (2.0 if quick else 60.0),
         torch_compile=torch_compile,
         precision=args.precision,
+        lowering=args.lowering,
         peak_gflops=args.peak_gflops,
     )
+    if args.save:
+        stem = RESULTS / "_".join([device.slug] + ["quick"] * quick
+                                  + [d for d in dtypes if d != "float32"]
+                                  + ["torch-compile"] * torch_compile
+                                  + [f"{args.lowering}-forms"] * (args.lowering != "platform"))
+        args.json, args.markdown, args.plot = (f"{stem}.{ext}" for ext in ("json", "md", "png"))
     todo = harness.cases(models, dtypes, batch_sizes)
     note(f"{device.name}: {len(todo)} case(s) x {len(args.modes)} mode(s), "
          f"{opts.size} sizes; torch threads {device.threads_torch}, XLA threads "
@@ -283,4 +304,7 @@ def _run(todo, args, opts, device, note, start):
 
 
 if __name__ == "__main__":
+    from flax_arch.xla import configure_xla_cpu
+
+    configure_xla_cpu()  # before JAX starts its CPU client, which reads XLA_FLAGS once
     sys.exit(main())

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import jax
 import torch
 
-__all__ = ["DeviceInfo", "detect", "versions", "matmul_precision", "PRECISIONS", "DTYPES"]
+__all__ = ["DeviceInfo", "detect", "versions", "matmul_precision", "slug", "PRECISIONS",
+           "DTYPES"]
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("highest", "tf32")
@@ -58,6 +60,11 @@ class DeviceInfo:
     flags: frozenset[str] = field(default_factory=frozenset, repr=False)
     clock_ghz: float | None = None
     gpu_name: str | None = None
+
+    @property
+    def slug(self) -> str:
+        """The device as a file name: ``cpu_amd-epyc-2-cores``, ``gpu_nvidia-h200``."""
+        return slug(self.platform, self.name)
 
     def supports(self, dtype: str) -> tuple[bool, str]:
         """Whether ``dtype`` runs natively here, and why not."""
@@ -96,6 +103,11 @@ class DeviceInfo:
         cores = f"{self.threads_xla} core{'s' * (self.threads_xla != 1)}"
         return peak, (f"{cores} x {self.clock_ghz:.2f} GHz x {per_cycle} "
                       f"FLOP/cycle ({why}, two FMA ports assumed)")
+
+
+def slug(platform: str, name: str) -> str:
+    """``platform`` and the device's ``name`` as a file name: lower case, dashes."""
+    return f"{platform}_{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
 
 
 def _cpu_flops_per_cycle(flags: frozenset[str]) -> tuple[int, str]:

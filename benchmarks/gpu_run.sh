@@ -7,15 +7,18 @@
 # Each step is time-boxed twice: --time-limit makes `python -m benchmarks` start no new model
 # after that many seconds (the rest are recorded as skipped, and the table, JSON, Markdown and
 # PNG are still written), and `timeout` kills a step that overruns anyway (its JSON is
-# rewritten after every model, so the records so far survive). The limits add up to 8 min:
+# rewritten after every model, so the records so far survive). The limits add up to 9 min:
 #
 #   preflight      15 s  versions, nvidia-smi, the devices JAX and torch see
 #   gpu_float32   170 s  every model ($FIRST first), forward and train: JAX vs eager torch
 #                        (new models start until 120 s)
 #   gpu_bfloat16  100 s  the same in bfloat16, both sides cast (until 65 s)
+#   gpu_rewrite    60 s  $LOWERING_MODELS in float32 with the CPU's rewrites of transposed and
+#                        grouped convolutions (--lowering rewrite), to set beside gpu_float32's
+#                        XLA ops (until 40 s)
 #   gpu_compile   150 s  $COMPILE_MODELS in float32, in that order, adding torch.compile,
 #                        whose compilation takes tens of seconds per model (until 100 s)
-#   qrnn_vs_lstm   45 s  python -m benchmarks.qrnn_vs_lstm --quick, when present
+#   qrnn_vs_lstm   45 s  python -m benchmarks.qrnn_vs_lstm --quick
 #
 # Models a step did not reach are in its table as "skipped: --time-limit"; with more device
 # time, rerun that step alone with a larger --time-limit.
@@ -30,6 +33,9 @@ PY="${PYTHON:-python}"
 # one model per family first, so that a step cut short by its time limit still covers each
 FIRST="mlp,lstm,qrnn,conv1d,vae,alexnet,resnet18,googlenet,densenet121,unet,dcgan_generator,segan_generator,embedding"
 COMPILE_MODELS="${COMPILE_MODELS:-mlp,lstm,qrnn,vae,conv1d,resnet18,alexnet,unet,resnet_bottleneck,dcgan_generator,googlenet,densenet121}"
+# the models whose layers have a CPU rewrite in flax_arch/nn/lowering.py (transposed, grouped
+# and few-tap convolutions, max-pools)
+LOWERING_MODELS="${LOWERING_MODELS:-conv_transpose1d,up_conv1d_block,segan_generator,dcgan_generator,resnext,qrnn_layer,resnet18}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch share the card
@@ -49,7 +55,7 @@ bench() {  # bench NAME SECONDS LIMIT ARGS...: python -m benchmarks, no new mode
            # writing $OUT/NAME_DATE.{json,md,png}
   local name="$1" seconds="$2" limit="$3"
   shift 3
-  step "$name" "$seconds" "$PY" -m benchmarks --repeats 5 --budget 2 --time-limit "$limit" \
+  step "$name" "$seconds" "$PY" -m benchmarks --budget 2 --time-limit "$limit" \
     --json "$OUT/${name}_$STAMP.json" --markdown "$OUT/${name}_$STAMP.md" \
     --plot "$OUT/${name}_$STAMP.png" "$@"
 }
@@ -73,14 +79,11 @@ REST="$("$PY" -m benchmarks --list 2>/dev/null | awk '{print $1}' | grep -vxF "$
 ALL="$FIRST${REST:+,$REST}"
 bench gpu_float32 170 120 --models "$ALL" --dtype float32
 bench gpu_bfloat16 100 65 --models "$ALL" --dtype bfloat16
+bench gpu_rewrite 60 40 --models "$LOWERING_MODELS" --dtype float32 --lowering rewrite
 bench gpu_compile 150 100 --models "$COMPILE_MODELS" --dtype float32 --torch-compile
 
-if [ -f benchmarks/qrnn_vs_lstm.py ]; then
-  step qrnn_vs_lstm 45 "$PY" -m benchmarks.qrnn_vs_lstm --quick --device gpu --out "$OUT"
-else
-  echo "benchmarks/qrnn_vs_lstm.py not present: skipped" | tee -a "$OUT/gpu_run.log"
-fi
-for name in gpu_float32 gpu_bfloat16 gpu_compile; do
+step qrnn_vs_lstm 45 "$PY" -m benchmarks.qrnn_vs_lstm --quick --device gpu --out "$OUT"
+for name in gpu_float32 gpu_bfloat16 gpu_rewrite gpu_compile; do
   tail -n 4 "$OUT/$name.log" | tee -a "$OUT/gpu_run.log"
 done
 ls -l "$OUT"

@@ -1,8 +1,10 @@
-"""Timing one registered model on both sides, fair by construction.
+"""Timing two models that compute the same function, fair by construction.
 
-For each case (model, dtype, batch size) the torch reference is built, its weights are loaded
-into the Flax twin, and both are cast to the dtype; both get the same inputs (the registry's
-example inputs, layout-transposed). Then, per mode:
+:func:`run_pair` times any :class:`Pair`: a Flax model and a torch model with the same
+weights, given the same inputs (each in its own layout), one dtype, one device.
+:func:`run_case` builds the pair of a registered model at a registry size (the torch
+reference, its weights loaded into the Flax twin, both cast; the registry's example inputs,
+layout-transposed) and times it. Per mode:
 
 * ``forward``: eval mode; JAX runs one ``jit``-compiled call, torch runs under
   ``torch.inference_mode()`` (no autograd bookkeeping, as JAX's forward has none).
@@ -12,13 +14,25 @@ example inputs, layout-transposed). Then, per mode:
   donated. Torch runs ``zero_grad`` / forward / loss / ``backward`` / ``step`` with its fastest
   Adam (``fused=True``, else ``foreach=True``); torch.compile compiles the model and loss.
 
+A model that is :class:`flax_arch.nn.Stochastic` (its call may draw randomness) is called
+with ``rngs=`` from a key carried by the step; any other is called without.
+
 JAX's compilation (``trace().lower().compile()``) and torch.compile's first call are timed
-apart. Every call is synchronised (``block_until_ready``, ``torch.cuda.synchronize``). Each
-side warms up (``warmup`` calls, fewer when one call takes more than a quarter of the
-budget), which also calibrates a sample: enough back-to-back calls to last ``min_block_s``.
-The samples of the sides are interleaved, their order rotating each repeat, as many repeats
-as fit ``budget_s`` (at most ``repeats``); the garbage collector is off while timing, and
-medians and interquartile ranges are reported.
+apart. Every call is synchronised (``block_until_ready``, ``torch.cuda.synchronize``). Then,
+with the garbage collector off (:func:`measure`; the rules are :mod:`benchmarks.stats`):
+
+1. Calibration: two single calls per side; the second sets the side's sample, enough
+   back-to-back calls to last ``min_sample_s``. The case's budget is ``budget_s``, or
+   ``MIN_BUDGET_ROUNDS`` rounds of one sample per side where those take longer (at the
+   median sample times so far, so that one slow call does not stretch it).
+2. Warm-up: interleaved samples until each side's timings settle (:func:`stats.settled`),
+   at most half the budget; the last settled samples are the first timed ones.
+3. Timing: rounds of one sample per side, their order rotating each round, until every
+   side's IQR / median is small (:func:`stats.precise`) or the budget is spent.
+
+Each record carries the medians, IQRs, every sample, the cores other processes kept busy
+meanwhile (``/proc/stat`` against this process's CPU time), and the verdict ``stable``
+with its reasons (:func:`stats.verdict`).
 """
 
 from __future__ import annotations
@@ -26,14 +40,13 @@ from __future__ import annotations
 import datetime
 import gc
 import importlib
-import inspect
 import math
 import os
 import pkgutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import jax
@@ -44,12 +57,14 @@ import torch
 from flax import nnx
 
 import flax_arch
+import flax_arch.models
 import torch_ref
-from benchmarks import flops
+from benchmarks import flops, stats
 from benchmarks.device import DeviceInfo, matmul_precision, versions
+from flax_arch.nn import Stochastic, lowering
 
-__all__ = ["Options", "Record", "Case", "import_families", "cases", "run_case", "skipped",
-           "MODES"]
+__all__ = ["Options", "Record", "Case", "Pair", "Timing", "import_families", "cases",
+           "build_pair", "run_pair", "run_case", "measure", "skipped", "MODES"]
 
 MODES = ("forward", "train")
 LEARNING_RATE = 1e-3
@@ -58,32 +73,27 @@ _JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def import_families() -> list[str]:
-    """Imports every family (a module name both packages have); returns a message per one
-    that fails.
-
-    A registered model is benchmarked whether or not the package ``__init__`` imports its
-    family yet; a family that does not import is named, and the others still run.
-    """
-    names = [{m.name for m in pkgutil.iter_modules(p.__path__)} for p in (flax_arch, torch_ref)]
+    """Imports every model family, ``flax_arch.models.<family>`` and its twin
+    ``torch_ref.<family>`` (the same file names); returns a message per one that fails, so
+    that the run names it and times the others."""
     problems = []
-    for family in sorted(names[0] & names[1]):
-        for package in ("flax_arch", "torch_ref"):
+    for family in sorted(m.name for m in pkgutil.iter_modules(flax_arch.models.__path__)):
+        for module in (f"flax_arch.models.{family}", f"torch_ref.{family}"):
             try:
-                importlib.import_module(f"{package}.{family}")
+                importlib.import_module(module)
             except Exception as err:  # a family being written must not stop the others
-                problems.append(f"cannot import {package}.{family}: {type(err).__name__}: {err}")
+                problems.append(f"cannot import {module}: {type(err).__name__}: {err}")
     return problems
 
 
 @dataclass(frozen=True)
 class Options:
-    size: str = "bench"  # the registry configuration: 'bench' or 'test'
-    repeats: int = 10
-    warmup: int = 2
-    min_block_s: float = 0.05  # each timed sample lasts at least this long
-    budget_s: float = 60.0  # warm-up and timed repeats per (case, mode) are cut to fit this
+    size: str = "bench"  # the registry configuration: 'bench', 'quick' or 'test'
+    min_sample_s: float = 0.1  # each timed sample lasts at least this long
+    budget_s: float = 60.0  # warm-up and timing per (case, mode), compilation apart
     torch_compile: bool = False
     precision: str = "highest"
+    lowering: str = "platform"  # flax_arch.nn.lowering.forms: 'platform', 'rewrite' or 'xla'
     peak_gflops: float | None = None
     seed: int = 0
 
@@ -93,6 +103,11 @@ class Case:
     model: str
     dtype: str
     batch_size: int | None  # None: the registry's
+
+
+# fields renamed since earlier runs' JSON, read by --report
+_RENAMED = {"jax_ms_iqr": "jax_iqr_ms", "torch_eager_ms_iqr": "torch_eager_iqr_ms",
+            "torch_compile_ms_iqr": "torch_compile_iqr_ms"}
 
 
 @dataclass
@@ -105,18 +120,22 @@ class Record:
     batch_size: int | None
     device: str
     precision: str = ""
+    lowering: str = "platform"  # the backend forms traced (flax_arch.nn.lowering.forms)
     family: str = ""
     size: str = "bench"
-    jax_ms: float | None = None
+    jax_ms: float | None = None  # medians per call
     torch_eager_ms: float | None = None
     torch_compile_ms: float | None = None
     speedup: float | None = None  # torch_eager_ms / jax_ms
     speedup_vs_compile: float | None = None  # torch_compile_ms / jax_ms
+    jax_iqr_ms: float | None = None  # interquartile ranges of the samples
+    torch_eager_iqr_ms: float | None = None
+    torch_compile_iqr_ms: float | None = None
+    stable: bool | None = None  # None: no verdict (failed, skipped, or an earlier run's)
+    unstable_reasons: list[str] = field(default_factory=list)
+    other_cores: float | None = None  # cores other processes kept busy during the case
     jax_compile_s: float | None = None
     torch_compile_s: float | None = None
-    jax_ms_iqr: float | None = None
-    torch_eager_ms_iqr: float | None = None
-    torch_compile_ms_iqr: float | None = None
     flops: float | None = None  # per call
     flops_source: str = ""
     flops_xla: float | None = None
@@ -126,13 +145,16 @@ class Record:
     peak_gflops: float | None = None
     peak_source: str = ""
     roofline: float | None = None  # gflops / peak_gflops
-    repeats: int = 0  # timed samples per side; 0: a step over the budget, timed once
+    repeats: int = 0  # timed samples of the side with the fewest
+    warmup_samples: dict[str, int] = field(default_factory=dict)
     calls_per_sample: dict[str, int] = field(default_factory=dict)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)  # per call, in order
+    timing_s: float | None = None  # wall time of calibration, warm-up and samples
     optimizer: str = ""
     threads: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
-    load_avg: float | None = None  # 1-minute load average after the case: other work on the cores
+    load_avg: float | None = None  # 1-minute load average after the case
     error: str | None = None
     skipped: str | None = None  # why the case was not run
     torch_compile_error: str | None = None
@@ -141,8 +163,12 @@ class Record:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, fields: dict[str, Any]) -> Record:
-        return cls(**fields)
+    def from_json(cls, record: dict[str, Any]) -> Record:
+        """A record from JSON, earlier runs' included (renamed fields read, dropped ones
+        ignored)."""
+        known = {f.name for f in fields(cls)}
+        items = ((_RENAMED.get(k, k), v) for k, v in record.items())
+        return cls(**{k: v for k, v in items if k in known})
 
 
 def cases(models: list[str], dtypes: list[str], batch_sizes: list[int | None]) -> list[Case]:
@@ -164,46 +190,64 @@ def _cast_flax(model: nnx.Module, dtype) -> None:
         lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state))
 
 
-def _takes_rngs(model: nnx.Module) -> bool:
-    return "rngs" in inspect.signature(type(model).__call__).parameters
+@dataclass
+class Pair:
+    """What :func:`run_pair` times: two models with the same weights, in one dtype on one
+    device, and the same inputs in each side's layout.
+
+    ``loss`` names a loss of :func:`flax_arch.task_loss` / :func:`torch_ref.task_loss`,
+    computed against the targets (each in its side's layout), for the ``train`` mode; without
+    it only ``forward`` runs. ``batch_size`` is what the records report.
+    """
+
+    flax_model: nnx.Module
+    torch_model: torch.nn.Module
+    flax_inputs: tuple[Any, ...]
+    torch_inputs: tuple[Any, ...]
+    loss: str | None = None
+    flax_target: Any = None
+    torch_target: Any = None
+    batch_size: int | None = None
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the Flax model's call takes ``rngs`` (see :class:`flax_arch.nn.Stochastic`)."""
+        return isinstance(self.flax_model, Stochastic)
 
 
-class _Built:
-    """Both models with the same weights and the same inputs, in one dtype, on one device."""
+def build_pair(case: Case, opts: Options, device: DeviceInfo) -> Pair:
+    """The registered model ``case.model`` at the ``opts.size`` configuration: the torch
+    reference, its weights in the Flax twin, both in ``case.dtype`` on ``device``, with the
+    registry's example inputs and target (``case.batch_size`` replacing the batch)."""
+    entry = flax_arch.get_entry(case.model)
+    cfg = entry.config(opts.size)
+    torch.manual_seed(opts.seed)
+    torch_model = torch_ref.get_model(case.model, **cfg.kwargs)
+    flax_model = entry.build(opts.size, rngs=nnx.Rngs(opts.seed))
+    flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
+    t_dtype, j_dtype = _TORCH_DTYPES[case.dtype], _JAX_DTYPES[case.dtype]
+    torch_model = torch_model.to(device=device.torch_device, dtype=t_dtype)
+    _cast_flax(flax_model, j_dtype)
 
-    def __init__(self, case: Case, opts: Options, device: DeviceInfo):
-        entry = flax_arch.get_entry(case.model)
-        cfg = entry.config(opts.size)
-        self.entry = entry
-        torch.manual_seed(opts.seed)
-        torch_model = torch_ref.get_model(case.model, **cfg.kwargs)
-        flax_model = entry.build(opts.size, rngs=nnx.Rngs(opts.seed))
-        flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
-        t_dtype, j_dtype = _TORCH_DTYPES[case.dtype], _JAX_DTYPES[case.dtype]
-        self.torch_model = torch_model.to(device=device.torch_device, dtype=t_dtype)
-        _cast_flax(flax_model, j_dtype)
-        self.flax_model = flax_model
-        self.takes_rngs = _takes_rngs(flax_model)
+    torch_in, flax_in, target = entry.example_inputs(
+        opts.size, batch_size=case.batch_size, dtype=np.float32, seed=opts.seed + 1)
 
-        torch_in, flax_in, target = entry.example_inputs(
-            opts.size, batch_size=case.batch_size, dtype=np.float32, seed=opts.seed + 1)
+    def to_torch(a):
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(device.torch_device)
+        return t.to(t_dtype) if t.is_floating_point() else t
 
-        def to_torch(a):
-            t = torch.from_numpy(np.ascontiguousarray(a)).to(device.torch_device)
-            return t.to(t_dtype) if t.is_floating_point() else t
+    def to_jax(a):
+        a = jnp.asarray(a)
+        return a.astype(j_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
-        def to_jax(a):
-            a = jnp.asarray(a)
-            return a.astype(j_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-
-        self.torch_in = tuple(to_torch(a) for a in torch_in)
-        self.flax_in = tuple(to_jax(a) for a in flax_in)
-        self.torch_target = self.flax_target = None
-        if target is not None:
-            self.torch_target = to_torch(target)
-            self.flax_target = to_jax(flax_arch.to_channels_last(target, cfg.target.layout))
-        self.batch_size = next((i.with_batch(case.batch_size).shape[i.layout.index("N")]
-                                for i in cfg.inputs if "N" in i.layout), None)
+    pair = Pair(flax_model, torch_model, tuple(to_jax(a) for a in flax_in),
+                tuple(to_torch(a) for a in torch_in), loss=entry.loss)
+    if target is not None:
+        pair.torch_target = to_torch(target)
+        pair.flax_target = to_jax(flax_arch.to_channels_last(target, cfg.target.layout))
+    pair.batch_size = next((i.with_batch(case.batch_size).shape[i.layout.index("N")]
+                            for i in cfg.inputs if "N" in i.layout), None)
+    return pair
 
 
 # ----------------------------------------------------------------------------- JAX steps
@@ -227,27 +271,27 @@ def _compile(fn, runner, *args, donate_argnums=()) -> _JaxStep:
                     flops.jaxpr_flops(traced.jaxpr))
 
 
-def _jax_forward(b: _Built, seed: int) -> _JaxStep:
-    model = b.flax_model
+def _jax_forward(p: Pair, seed: int) -> _JaxStep:
+    model = p.flax_model
     model.eval()
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree.flatten(state)
-    takes_rngs = b.takes_rngs
+    stochastic = p.stochastic
 
     def forward(leaves, inputs, key):
         m = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-        return m(*inputs, rngs=nnx.Rngs(key)) if takes_rngs else m(*inputs)
+        return m(*inputs, rngs=nnx.Rngs(key)) if stochastic else m(*inputs)
 
     key = jax.random.key(seed)
 
     def runner(compiled):
-        return lambda: jax.block_until_ready(compiled(leaves, b.flax_in, key))
+        return lambda: jax.block_until_ready(compiled(leaves, p.flax_inputs, key))
 
-    return _compile(forward, runner, leaves, b.flax_in, key)
+    return _compile(forward, runner, leaves, p.flax_inputs, key)
 
 
-def _jax_train(b: _Built, seed: int) -> _JaxStep:
-    model = b.flax_model
+def _jax_train(p: Pair, seed: int) -> _JaxStep:
+    model = p.flax_model
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.copy, params)  # the donated copy; the model keeps its own
@@ -255,16 +299,16 @@ def _jax_train(b: _Built, seed: int) -> _JaxStep:
     tx = optax.adam(LEARNING_RATE)
     carry = [params, rest, tx.init(params), jax.random.key(seed)]
     leaves, treedef = jax.tree.flatten(carry)
-    loss_name, takes_rngs = b.entry.loss, b.takes_rngs
+    loss_name, stochastic = p.loss, p.stochastic
 
     def train_step(leaves, inputs, target):
         params, rest, opt_state, key = jax.tree.unflatten(treedef, leaves)
-        if takes_rngs:
+        if stochastic:
             key, sub = jax.random.split(key)
 
         def loss_fn(params):
             m = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace
-            out = m(*inputs, rngs=nnx.Rngs(sub)) if takes_rngs else m(*inputs)
+            out = m(*inputs, rngs=nnx.Rngs(sub)) if stochastic else m(*inputs)
             _, _, new_rest = nnx.split(m, nnx.Param, ...)
             return flax_arch.task_loss(loss_name, out, target), new_rest
 
@@ -277,12 +321,13 @@ def _jax_train(b: _Built, seed: int) -> _JaxStep:
         carry = {"leaves": leaves}
 
         def run():
-            carry["leaves"], loss = compiled(carry["leaves"], b.flax_in, b.flax_target)
+            carry["leaves"], loss = compiled(carry["leaves"], p.flax_inputs, p.flax_target)
             return jax.block_until_ready(loss)
 
         return run
 
-    return _compile(train_step, runner, leaves, b.flax_in, b.flax_target, donate_argnums=0)
+    return _compile(train_step, runner, leaves, p.flax_inputs, p.flax_target,
+                    donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------- torch steps
@@ -313,27 +358,27 @@ def _torch_sync(device: DeviceInfo) -> Callable[[], None]:
     return torch.cuda.synchronize if device.torch_device == "cuda" else (lambda: None)
 
 
-def _torch_forward(b: _Built, device: DeviceInfo, module: torch.nn.Module) -> Callable[[], Any]:
-    b.torch_model.eval()
+def _torch_forward(p: Pair, device: DeviceInfo, module: torch.nn.Module) -> Callable[[], Any]:
+    p.torch_model.eval()
     sync = _torch_sync(device)
 
     def run():
         with torch.inference_mode():
-            out = module(*b.torch_in)
+            out = module(*p.torch_inputs)
         sync()
         return out
 
     return run
 
 
-def _torch_train(b: _Built, device: DeviceInfo, step_module: torch.nn.Module,
+def _torch_train(p: Pair, device: DeviceInfo, step_module: torch.nn.Module,
                  opt: torch.optim.Optimizer) -> Callable[[], Any]:
-    b.torch_model.train()
+    p.torch_model.train()
     sync = _torch_sync(device)
 
     def run():
         opt.zero_grad(set_to_none=True)
-        loss = step_module(*b.torch_in, b.torch_target)
+        loss = step_module(*p.torch_inputs, p.torch_target)
         loss.backward()
         opt.step()
         sync()
@@ -346,61 +391,110 @@ def _torch_train(b: _Built, device: DeviceInfo, step_module: torch.nn.Module,
 
 
 def _time_block(run: Callable[[], Any], calls: int) -> float:
+    """Seconds per call of ``calls`` back-to-back synchronised calls."""
     t0 = time.perf_counter()
     for _ in range(calls):
         run()
     return (time.perf_counter() - t0) / calls
 
 
-def _measure(sides: dict[str, Callable[[], Any]], opts: Options):
-    """Warm-up, calibration, then interleaved samples.
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the machine's cores were busy, all processes and hypervisor steal;
+    CPU seconds of this process, all threads) so far, or None without ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    own = os.times()
+    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system)
 
-    Returns the median and the interquartile range in ms per side, the repeats, and the
-    calls per sample of each side. Where one call of a side takes longer than the whole
-    budget, the warm-up calls are the measurement (0 repeats).
-    """
-    per_call = {}
-    for name, run in sides.items():
-        spent = 0.0
-        for _ in range(max(opts.warmup, 1)):  # a step slower than budget / 4 warms up once
-            per_call[name] = _time_block(run, 1)
-            spent += per_call[name]
-            if spent > opts.budget_s / 4:
-                break
-    if max(per_call.values()) > opts.budget_s:  # a step longer than the whole budget: its
-        ms = {n: 1e3 * t for n, t in per_call.items()}  # warm-up call is the measurement
-        return ms, {n: 0.0 for n in ms}, 0, {n: 1 for n in ms}
-    calls = {n: max(1, min(10_000, math.ceil(opts.min_block_s / max(t, 1e-7))))
-             for n, t in per_call.items()}
-    per_repeat = sum(max(calls[n] * t, 1e-7) for n, t in per_call.items())
-    repeats = max(1, min(opts.repeats, int(opts.budget_s / per_repeat)))
+
+@dataclass
+class Timing:
+    """What :func:`measure` found, per side (and the cores others used meanwhile)."""
+
+    samples: dict[str, list[float]]  # seconds per call, per side, in order
+    settled: dict[str, bool]
+    warmup_samples: dict[str, int]
+    calls_per_sample: dict[str, int]
+    other_cores: float | None
+    wall_s: float
+
+
+# A case's budget is at least this many rounds of one sample per side: enough for the
+# calibration, a settled warm-up and stats.MIN_SAMPLES samples of a step slower than the
+# budget allows, with room for a few more.
+MIN_BUDGET_ROUNDS = 16
+
+
+def _rotated(names: list[str], r: int) -> list[str]:
+    return names[r % len(names):] + names[:r % len(names)]
+
+
+def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
+    """Times each side, a synchronised call of no arguments: calibration, warm-up until
+    settled, then interleaved samples until precise or the budget is spent (the module
+    docstring gives the steps; ``opts.min_sample_s`` and ``opts.budget_s`` are read)."""
     names = list(sides)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    gc.collect()
     gc_enabled = gc.isenabled()
     gc.disable()
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
     try:
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                samples[name].append(_time_block(sides[name], calls[name]))
+        calls, seen = {}, {}  # calls per sample; every sample's time per call, per side
+        for name in names:  # the first call may pay for allocations; the second calibrates
+            _time_block(sides[name], 1)
+            seen[name] = [_time_block(sides[name], 1)]
+            calls[name] = max(1, min(10_000, math.ceil(opts.min_sample_s / max(seen[name][0],
+                                                                               1e-7))))
+
+        def sample(name: str) -> float:
+            seen[name].append(_time_block(sides[name], calls[name]))
+            return seen[name][-1]
+
+        def over(share: float) -> bool:  # past this share of the case's budget?
+            round_s = sum(calls[n] * statistics.median(seen[n]) for n in names)
+            budget = max(opts.budget_s, MIN_BUDGET_ROUNDS * round_s)
+            return time.perf_counter() - t0 >= share * budget
+
+        # a slow step's calibrating call is its first warm-up sample
+        warm = {n: seen[n][:1] if calls[n] == 1 else [] for n in names}
+        settled = {n: False for n in names}
+        r = 0
+        while not all(settled.values()) and not over(0.5):
+            for name in _rotated(names, r):
+                if not settled[name]:
+                    warm[name].append(sample(name))
+                    settled[name] = stats.settled(warm[name])
+            r += 1
+        # the samples that passed the settling test are the first timed ones
+        samples = {n: warm[n][-stats.SETTLE_WINDOW:] if settled[n] else [] for n in names}
+        while not stats.precise(samples) and (not over(1.0) or not all(samples.values())):
+            for name in _rotated(names, r):
+                samples[name].append(sample(name))
+            r += 1
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu_seconds()
     finally:
         if gc_enabled:
             gc.enable()
-    median = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
-    iqr = {}
-    for n, s in samples.items():
-        q = np.percentile(s, [25, 75]) if len(s) > 1 else (s[0], s[0])
-        iqr[n] = 1e3 * float(q[1] - q[0])
-    return median, iqr, repeats, calls
+    others = None
+    if cpu0 is not None and cpu1 is not None:
+        others = stats.other_cores(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall)
+    return Timing(samples, settled, {n: len(warm[n]) for n in names}, calls, others, wall)
 
 
-def _base(case: Case, opts: Options, device: DeviceInfo) -> dict[str, Any]:
-    """The fields every record of ``case`` shares."""
-    peak, peak_source = device.peak_gflops(case.dtype, opts.precision)
+def _base(model: str, family: str, dtype: str, opts: Options,
+          device: DeviceInfo) -> dict[str, Any]:
+    """The fields every record of one model and dtype shares."""
+    peak, peak_source = device.peak_gflops(dtype, opts.precision)
     if opts.peak_gflops is not None:
         peak, peak_source = opts.peak_gflops, "--peak-gflops"
-    return dict(model=case.model, dtype=case.dtype, batch_size=case.batch_size,
-                device=device.name, family=flax_arch.get_entry(case.model).family,
-                size=opts.size, peak_gflops=peak, peak_source=peak_source,
+    return dict(model=model, dtype=dtype, device=device.name, family=family, size=opts.size,
+                lowering=opts.lowering, peak_gflops=peak, peak_source=peak_source,
                 threads={"torch": device.threads_torch, "xla": device.threads_xla},
                 versions=versions(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -409,29 +503,42 @@ def _base(case: Case, opts: Options, device: DeviceInfo) -> dict[str, Any]:
 def skipped(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
             reason: str) -> list[Record]:
     """Records of a case not run, saying why."""
-    return [Record(mode=m, skipped=reason, **_base(case, opts, device)) for m in modes]
+    family = flax_arch.get_entry(case.model).family
+    base = _base(case.model, family, case.dtype, opts, device)
+    return [Record(mode=m, batch_size=case.batch_size, skipped=reason, **base) for m in modes]
 
 
 def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
              note: Callable[[str], None] = print) -> list[Record]:
-    """Every mode of one case; a failure becomes a record with its error."""
-    base = _base(case, opts, device)
+    """Every mode of one registered model (:func:`build_pair`, then :func:`run_pair`); a
+    failure becomes a record with its error."""
+    family = flax_arch.get_entry(case.model).family
+    try:
+        pair = build_pair(case, opts, device)
+    except Exception as err:
+        note(f"{case.model}: build failed: {_short(err)}")
+        base = _base(case.model, family, case.dtype, opts, device)
+        return [Record(mode=m, batch_size=case.batch_size, error=_short(err),
+                       load_avg=os.getloadavg()[0], **base) for m in modes]
+    return run_pair(pair, modes, opts, device, model=case.model, dtype=case.dtype,
+                    family=family, note=note)
+
+
+def run_pair(pair: Pair, modes: list[str], opts: Options, device: DeviceInfo, *, model: str,
+             dtype: str, family: str = "", note: Callable[[str], None] = print) -> list[Record]:
+    """Every mode of ``pair`` (already in ``dtype`` on ``device``), one record each, named
+    ``model``; a mode that fails becomes a record with its error, and the others still run."""
+    base = _base(model, family, dtype, opts, device)
     records = []
-    with matmul_precision(device, case.dtype, opts.precision) as precision:
-        try:
-            built = _Built(case, opts, device)
-        except Exception as err:
-            note(f"{case.model}: build failed: {_short(err)}")
-            return [Record(mode=m, precision=precision, error=_short(err),
-                           load_avg=os.getloadavg()[0], **base) for m in modes]
-        base["batch_size"] = built.batch_size
+    with matmul_precision(device, dtype, opts.precision) as precision, \
+            lowering.forms(opts.lowering):
         for mode in modes:
-            rec = Record(mode=mode, precision=precision, **base)
+            rec = Record(mode=mode, batch_size=pair.batch_size, precision=precision, **base)
             try:
-                _run_mode(built, mode, rec, opts, device, note)
+                _run_mode(pair, mode, rec, opts, device, note)
             except Exception as err:
                 rec.error = _short(err)
-                note(f"{case.model} {mode}: failed: {rec.error}")
+                note(f"{model} {mode}: failed: {rec.error}")
             rec.load_avg = os.getloadavg()[0]
             records.append(rec)
             gc.collect()
@@ -440,17 +547,17 @@ def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
     return records
 
 
-def _run_mode(b: _Built, mode: str, rec: Record, opts: Options, device: DeviceInfo,
+def _run_mode(p: Pair, mode: str, rec: Record, opts: Options, device: DeviceInfo,
               note: Callable[[str], None]) -> None:
     if mode == "forward":
-        jax_step = _jax_forward(b, opts.seed)
-        eager = _torch_forward(b, device, b.torch_model)
+        jax_step = _jax_forward(p, opts.seed)
+        eager = _torch_forward(p, device, p.torch_model)
     else:
-        if b.flax_target is None:
-            raise ValueError(f"the registry gives {rec.model} no target: no loss to train on")
-        opt, rec.optimizer = _adam(b.torch_model.parameters())
-        jax_step = _jax_train(b, opts.seed)
-        eager = _torch_train(b, device, _WithLoss(b.torch_model, b.entry.loss), opt)
+        if p.loss is None or p.flax_target is None:
+            raise ValueError(f"{rec.model} has no loss and target to train on")
+        opt, rec.optimizer = _adam(p.torch_model.parameters())
+        jax_step = _jax_train(p, opts.seed)
+        eager = _torch_train(p, device, _WithLoss(p.torch_model, p.loss), opt)
     rec.jax_compile_s = jax_step.compile_s
     rec.flops_xla = jax_step.flops_xla
     sides = {"jax": jax_step.run, "torch_eager": eager}
@@ -459,10 +566,10 @@ def _run_mode(b: _Built, mode: str, rec: Record, opts: Options, device: DeviceIn
         try:
             torch._dynamo.reset()  # fresh caches: no recompile limit carried across models
             if mode == "forward":
-                compiled = _torch_forward(b, device, torch.compile(b.torch_model))
+                compiled = _torch_forward(p, device, torch.compile(p.torch_model))
             else:
                 compiled = _torch_train(
-                    b, device, torch.compile(_WithLoss(b.torch_model, b.entry.loss)), opt)
+                    p, device, torch.compile(_WithLoss(p.torch_model, p.loss)), opt)
             t0 = time.perf_counter()
             compiled()
             rec.torch_compile_s = time.perf_counter() - t0
@@ -471,13 +578,21 @@ def _run_mode(b: _Built, mode: str, rec: Record, opts: Options, device: DeviceIn
             rec.torch_compile_error = _short(err)
             note(f"{rec.model} {mode}: torch.compile failed: {rec.torch_compile_error}")
 
-    median, iqr, rec.repeats, rec.calls_per_sample = _measure(sides, opts)
-    rec.jax_ms, rec.jax_ms_iqr = median["jax"], iqr["jax"]
-    rec.torch_eager_ms, rec.torch_eager_ms_iqr = median["torch_eager"], iqr["torch_eager"]
+    timing = measure(sides, opts)
+    ms = {n: [1e3 * s for s in xs] for n, xs in timing.samples.items()}
+    q = {n: stats.quartiles(xs) for n, xs in ms.items()}
+    rec.samples_ms, rec.repeats = ms, min(len(xs) for xs in ms.values())
+    rec.warmup_samples, rec.calls_per_sample = timing.warmup_samples, timing.calls_per_sample
+    rec.timing_s, rec.other_cores = timing.wall_s, timing.other_cores
+    rec.stable, rec.unstable_reasons = stats.verdict(timing.samples, timing.settled,
+                                                     timing.other_cores)
+    rec.jax_ms, rec.jax_iqr_ms = q["jax"][1], q["jax"][2] - q["jax"][0]
+    rec.torch_eager_ms = q["torch_eager"][1]
+    rec.torch_eager_iqr_ms = q["torch_eager"][2] - q["torch_eager"][0]
     rec.speedup = rec.torch_eager_ms / rec.jax_ms
-    if "torch_compile" in sides:
-        rec.torch_compile_ms = median["torch_compile"]
-        rec.torch_compile_ms_iqr = iqr["torch_compile"]
+    if "torch_compile" in ms:
+        rec.torch_compile_ms = q["torch_compile"][1]
+        rec.torch_compile_iqr_ms = q["torch_compile"][2] - q["torch_compile"][0]
         rec.speedup_vs_compile = rec.torch_compile_ms / rec.jax_ms
 
     rec.flops_jaxpr = jax_step.flops_jaxpr or None

@@ -1,27 +1,29 @@
 """The QRNN against torch's LSTM: forward and training step, jit-compiled JAX vs eager PyTorch.
 
 Bradbury et al. 2016 (figure 4) time one QRNN layer against cuDNN's LSTM at hidden size 320,
-batch 8 to 64 and sequence 32 to 512. Here: :class:`flax_arch.models.qrnn.QRNNLayer` (fo-pooling,
-kwidth 2, as the paper) jit-compiled with each of its scan modes (``lax.scan`` and
-``lax.associative_scan``; the faster one per size is the headline, both are recorded) against
-``torch.nn.LSTM(320, 320, batch_first=True)`` run eagerly, on the same input, dtype (float32)
-and matmul precision (full float32: ``highest`` in JAX, TF32 off in torch).
+batch 8 to 64 and sequence 32 to 512. Here: :class:`flax_arch.models.qrnn.QRNNLayer` (kwidth
+2; f-pooling by default, whose matrix products are half the LSTM's) jit-compiled with each of
+its scan modes (``lax.scan`` and ``lax.associative_scan``; the faster one per size is the
+headline, both are recorded) against ``torch.nn.LSTM(320, 320, batch_first=True)`` run
+eagerly, on the same input, dtype (float32) and matmul precision (full float32: ``highest`` in
+JAX, TF32 off in torch).
 
 * forward: JAX returns ``(hts, h_T)``; torch runs ``lstm(x)`` under ``torch.no_grad()``.
 * train: mean-squared error against a fixed target, gradients, one Adam step (lr 1e-3); the
   JAX step is one jitted function with the parameters and optimizer state donated.
 
-Compilation is timed apart (lower + compile). After warm-up, the three runs (QRNN sequential,
-QRNN associative, LSTM) are interleaved call by call, so that a change in the machine's load
-hits all three, and the median of each is reported; every call ends with
-``block_until_ready`` / ``torch.cuda.synchronize``. The FLOP counts are the matrix products'
-(2 x multiply-adds): the QRNN's convolution ``2 B L (kwidth I) (3 H)``, the LSTM's
+Compilation is timed apart (lower + compile). The three runs (QRNN sequential, QRNN
+associative, LSTM) are timed by :func:`benchmarks.harness.measure`, as ``python -m
+benchmarks`` times its sides: warm-up until settled, samples interleaved until each run's
+IQR / median is small or the budget is spent, and a verdict (``stable``) from
+:mod:`benchmarks.stats`. The FLOP counts are the matrix products' (2 x multiply-adds): the
+QRNN's convolution ``2 B L (kwidth I) (k H)`` (k = 2, 3, 4 gates for f, fo, ifo), the LSTM's
 ``2 B L (4 H) (I + H)`` forward, the training step about three times that; XLA's own count of
 the compiled program is recorded beside it.
 
     python -m benchmarks.qrnn_vs_lstm                    # all sizes, default device
-    python -m benchmarks.qrnn_vs_lstm --quick            # a few sizes, few repeats
-    python -m benchmarks.qrnn_vs_lstm --device cpu --single-core --device-name cpu_1core
+    python -m benchmarks.qrnn_vs_lstm --quick            # a few sizes, short budgets
+    python -m benchmarks.qrnn_vs_lstm --batches 8 --seqs 512 --modes forward  # the paper's cell
 
 Writes ``qrnn_vs_lstm_<device-name>.json`` and ``.md`` under ``--out``
 (default ``benchmarks/results/``).
@@ -40,43 +42,40 @@ import time
 from pathlib import Path
 
 HIDDEN = INPUT = 320  # the paper's
-KWIDTH, POOLING = 2, "fo"
+KWIDTH = 2
 BATCHES = (8, 16, 32, 64)
 SEQS = (32, 64, 128, 256, 512)
 QUICK_BATCHES, QUICK_SEQS = (8, 32), (32, 128)
 RESULTS = Path(__file__).parent / "results"
+GATES = {"f": 2, "fo": 3, "ifo": 4}  # convolution outputs per hidden unit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"batches {QUICK_BATCHES} x sequences {QUICK_SEQS}, 3 repeats")
+                   help=f"batches {QUICK_BATCHES} x sequences {QUICK_SEQS}, 2 s per size")
     p.add_argument("--batches", type=lambda s: tuple(map(int, s.split(","))), default=BATCHES)
     p.add_argument("--seqs", type=lambda s: tuple(map(int, s.split(","))), default=SEQS)
     p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=("forward", "train"))
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per run and size")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per run and size")
+    p.add_argument("--pooling", choices=tuple(GATES), default="f",
+                   help="the QRNN's pooling (default f, the paper's fastest)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="warm-up and timing per size and mode (default 10, --quick 2)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="auto: the GPU when both JAX and torch see one, else the CPU")
     p.add_argument("--single-core", action="store_true",
                    help="pin the process to one CPU core, torch with one thread (default: each "
-                        "library's own threads on all cores); robust on a busy shared machine")
+                        "library's own threads on all cores)")
     p.add_argument("--device-name", default=None,
-                   help="names the output files (default: 'cpu' or 'gpu')")
+                   help="names the output files (default: the device, e.g. cpu_amd-epyc-2-cores)")
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.seqs = QUICK_BATCHES, QUICK_SEQS
-        args.repeats, args.warmup = 3, 1
+    args.budget = args.budget or (2.0 if args.quick else 10.0)
     if set(args.modes) - {"forward", "train"}:
         p.error(f"--modes: forward and/or train, got {args.modes}")
     return args
-
-
-def _pin_to_one_core() -> None:
-    """Both libraries size their thread pools by the cores the process may use (XLA ignores
-    its old single-thread flags), so the process is pinned before either starts."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def _cpu_name() -> str:
@@ -92,8 +91,8 @@ def _cpu_name() -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.single_core:
-        _pin_to_one_core()
+    if args.single_core:  # both libraries size their thread pools by the cores allowed
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     # JAX and torch share the GPU: JAX allocates as it needs instead of 75% up front
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -106,6 +105,8 @@ def main(argv=None) -> dict:
     from flax import nnx
 
     import flax_arch.models.qrnn as fq
+    from benchmarks import harness, stats
+    from benchmarks.device import slug
 
     if args.single_core:
         torch.set_num_threads(1)
@@ -115,7 +116,10 @@ def main(argv=None) -> dict:
         sys.exit("--device gpu: JAX and torch must both see a GPU")
     jax_device = jax.devices("gpu" if on_gpu else "cpu")[0]
     torch_device = torch.device("cuda" if on_gpu else "cpu")
-    device_name = args.device_name or ("gpu" if on_gpu else "cpu")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device_name = args.device_name or (
+        slug("gpu", torch.cuda.get_device_name(0)) if on_gpu
+        else slug("cpu", f"{_cpu_name()} {cores} core{'s' * (cores != 1)}"))
 
     # the same float32 arithmetic on both sides
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -127,8 +131,10 @@ def main(argv=None) -> dict:
         if on_gpu:
             torch.cuda.synchronize()
 
+    opts = harness.Options(min_sample_s=0.1, budget_s=args.budget)
     meta = {
-        "benchmark": "QRNN (fo-pooling, kwidth 2) vs torch.nn.LSTM, hidden 320, input 320",
+        "benchmark": f"QRNN ({args.pooling}-pooling, kwidth {KWIDTH}) vs torch.nn.LSTM, "
+                     f"hidden {HIDDEN}, input {INPUT}",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if on_gpu else _cpu_name(),
         "device_name": device_name,
@@ -157,9 +163,11 @@ def main(argv=None) -> dict:
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         },
         "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "settings": {"repeats": args.repeats, "warmup": args.warmup,
-                     "single_core": args.single_core, "optimizer": "adam 1e-3",
-                     "loss": "mse", "timing": "median wall-clock ms, runs interleaved"},
+        "settings": {"budget_s": opts.budget_s, "min_sample_s": opts.min_sample_s,
+                     "pooling": args.pooling, "single_core": args.single_core,
+                     "optimizer": "adam 1e-3", "loss": "mse",
+                     "timing": "benchmarks.harness.measure: median ms per call, runs "
+                               "interleaved, stable per benchmarks.stats"},
     }
     print(f"device: {meta['device']} (JAX {jax_device}, torch {torch_device})")
     print(f"versions: {meta['versions']}")
@@ -175,7 +183,8 @@ def main(argv=None) -> dict:
     def qrnn_programs(scan: str, x, target) -> dict:
         """Compiled forward and training step for one scan mode, with their state."""
         with jax.default_device(jax_device):
-            model = fq.QRNNLayer(INPUT, HIDDEN, KWIDTH, POOLING, scan=scan, rngs=nnx.Rngs(0))
+            model = fq.QRNNLayer(INPUT, HIDDEN, KWIDTH, args.pooling, scan=scan,
+                                 rngs=nnx.Rngs(0))
             graphdef, params = nnx.split(model)
             opt_state = tx.init(params)
 
@@ -231,9 +240,8 @@ def main(argv=None) -> dict:
 
     # ------------------------------------------------------------------ the sizes
     records = []
-    header = (f"{'mode':8s} {'batch':>5s} {'seq':>4s} {'QRNN seq ms':>11s} {'QRNN assoc ms':>13s} "
-              f"{'LSTM ms':>9s} {'LSTM/QRNN':>9s}")
-    print(header)
+    print(f"{'mode':8s} {'batch':>5s} {'seq':>4s} {'QRNN seq ms':>11s} {'QRNN assoc ms':>13s} "
+          f"{'LSTM ms':>9s} {'LSTM/QRNN':>9s}  spreads (IQR/median)")
     rng = np.random.default_rng(0)
     for batch in args.batches:
         for seq in args.seqs:
@@ -247,47 +255,47 @@ def main(argv=None) -> dict:
                 runs = {f"jax_{scan}": jax_call(programs[scan], mode, x_j, t_j)
                         for scan in fq.SCANS}
                 runs["torch"] = torch_call(mode, x_t, t_t)
-                times = {k: [] for k in runs}
-                cpu_times = {k: [] for k in runs}  # process CPU time, all threads
-                for i in range(args.warmup + args.repeats):
-                    for name, fn in runs.items():
-                        t0, c0 = time.perf_counter(), time.process_time()
-                        fn()
-                        if i >= args.warmup:
-                            times[name].append(time.perf_counter() - t0)
-                            cpu_times[name].append(time.process_time() - c0)
-                ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-                cpu_ms = {k: 1e3 * statistics.median(v) for k, v in cpu_times.items()}
+                timing = harness.measure(runs, opts)
+                ms = {k: 1e3 * statistics.median(v) for k, v in timing.samples.items()}
+                spread = {k: stats.relative_spread(v) for k, v in timing.samples.items()}
+                stable, reasons = stats.verdict(timing.samples, timing.settled,
+                                                timing.other_cores)
                 best = min(fq.SCANS, key=lambda s: ms[f"jax_{s}"])
-                macs = batch * seq * KWIDTH * INPUT * 3 * HIDDEN
+                macs = batch * seq * KWIDTH * INPUT * GATES[args.pooling] * HIDDEN
                 lstm_macs = batch * seq * 4 * HIDDEN * (INPUT + HIDDEN)
                 factor = 2 if mode == "forward" else 6  # forward; forward + 2x backward
                 rec = {
-                    "model": "qrnn_fo_k2_vs_lstm", "mode": mode, "device": meta["device"],
-                    "device_name": device_name, "dtype": "float32", "batch_size": batch,
-                    "seq_len": seq, "hidden_size": HIDDEN, "input_size": INPUT,
+                    "model": f"qrnn_{args.pooling}_k{KWIDTH}_vs_lstm", "mode": mode,
+                    "device": meta["device"], "device_name": device_name, "dtype": "float32",
+                    "batch_size": batch, "seq_len": seq, "hidden_size": HIDDEN,
+                    "input_size": INPUT, "pooling": args.pooling,
                     "jax_sequential_ms": ms["jax_sequential"],
                     "jax_associative_ms": ms["jax_associative"],
                     "jax_ms": ms[f"jax_{best}"], "jax_scan": best,
                     "torch_eager_ms": ms["torch"], "torch_compile_ms": None,
                     "speedup": ms["torch"] / ms[f"jax_{best}"],
+                    "spread": spread, "stable": stable, "unstable_reasons": reasons,
+                    "other_cores": timing.other_cores,
                     "jax_compile_s": {s: programs[s][mode]["compile_s"] for s in fq.SCANS},
                     "flops": factor * macs, "lstm_flops": factor * lstm_macs,
                     "xla_flops": {s: programs[s][mode]["flops"] for s in fq.SCANS},
-                    "jax_all_ms": {s: [1e3 * t for t in times[f"jax_{s}"]] for s in fq.SCANS},
-                    "torch_all_ms": [1e3 * t for t in times["torch"]],
+                    "samples_ms": {k: [1e3 * t for t in v] for k, v in timing.samples.items()},
+                    "calls_per_sample": timing.calls_per_sample,
                 }
-                if not on_gpu:
-                    rec["cpu_time_ms"] = cpu_ms
-                    rec["cpu_time_speedup"] = cpu_ms["torch"] / cpu_ms[f"jax_{best}"]
                 records.append(rec)
                 meta["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
                 _write({"meta": meta, "records": records}, args.out, device_name)  # so far
                 print(f"{mode:8s} {batch:5d} {seq:4d} {ms['jax_sequential']:11.2f} "
-                      f"{ms['jax_associative']:13.2f} {ms['torch']:9.2f} {rec['speedup']:9.2f}",
-                      flush=True)
+                      f"{ms['jax_associative']:13.2f} {ms['torch']:9.2f} "
+                      f"{_ratio(rec['speedup'], stable):>9s}  "
+                      + " ".join(f"{k} {v:.0%}" for k, v in spread.items())
+                      + ("" if stable else f"  unstable: {'; '.join(reasons)}"), flush=True)
     print(f"wrote {args.out / f'qrnn_vs_lstm_{device_name}'}.json and .md")
     return {"meta": meta, "records": records}
+
+
+def _ratio(value: float, stable: bool) -> str:
+    return f"{value:.2f}x" if stable else f"({value:.2f}x)"
 
 
 def _xla_flops(compiled) -> float | None:
@@ -305,50 +313,49 @@ def _geomean(values) -> float:
 
 def _markdown(result: dict) -> str:
     meta, records = result["meta"], result["records"]
-    cpu = bool(records) and "cpu_time_speedup" in records[0]
+    settings = meta["settings"]
     lines = [
         f"# QRNN vs LSTM on {meta['device']} ({meta['device_name']})",
         "",
         f"{meta['benchmark']}; {meta['dtype']}, matmul precision {meta['matmul_precision']}.",
         f"JAX {meta['jax_device']} (jit, compile timed apart) vs torch {meta['torch_device']} "
-        f"(eager); median of {meta['settings']['repeats']} interleaved calls after "
-        f"{meta['settings']['warmup']} warm-up call(s). Date {meta['date']}.",
+        f"(eager); {settings['timing']}; samples of at least {settings['min_sample_s']} s, "
+        f"{settings['budget_s']} s per size and mode. Date {meta['date']}.",
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.",
         f"Threads: {', '.join(f'{k} {v}' for k, v in meta['threads'].items())}"
-        + (" (pinned to one core with --single-core)." if meta["settings"]["single_core"]
-           else "."),
+        + (" (pinned to one core with --single-core)." if settings["single_core"] else "."),
         f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end "
-        f"{meta['load_average_end']}: on a shared machine the numbers are noisy.",
+        f"{meta['load_average_end']}.",
         "",
-        "Speedup = LSTM ms / best QRNN ms (the faster scan mode, wall clock); FLOPs are the "
-        "matrix products' (QRNN / LSTM = 0.75 at kwidth 2, fo-pooling)."
-        + (" On the CPU, the speedup in process CPU time (all threads; busy-waiting threads "
-           "count) is given too." if cpu else ""),
+        "Speedup = LSTM ms / best QRNN ms (the faster scan mode, wall clock), in parentheses "
+        "where a run did not settle or the machine was shared (the note says why); ± is "
+        "IQR / median of each run's samples (QRNN scan, QRNN associative, LSTM).",
         "",
         "| mode | batch | seq | QRNN lax.scan (ms) | QRNN associative_scan (ms) | LSTM (ms) "
-        "| speedup | QRNN GFLOP/s | LSTM GFLOP/s |" + (" speedup (CPU time) |" if cpu else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cpu else ""),
+        "| speedup | ± | QRNN GFLOP/s | LSTM GFLOP/s | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
+        spread = "/".join(f"{v:.0%}" for v in r["spread"].values())
         lines.append(
             f"| {r['mode']} | {r['batch_size']} | {r['seq_len']} | {r['jax_sequential_ms']:.2f} "
             f"| {r['jax_associative_ms']:.2f} | {r['torch_eager_ms']:.2f} | "
-            f"**{r['speedup']:.2f}x** | {r['flops'] / r['jax_ms'] / 1e6:.0f} | "
-            f"{r['lstm_flops'] / r['torch_eager_ms'] / 1e6:.0f} |"
-            + (f" {r['cpu_time_speedup']:.2f}x |" if cpu else ""))
+            f"**{_ratio(r['speedup'], r['stable'])}** | {spread} | "
+            f"{r['flops'] / r['jax_ms'] / 1e6:.0f} | "
+            f"{r['lstm_flops'] / r['torch_eager_ms'] / 1e6:.0f} | "
+            f"{'; '.join(r['unstable_reasons'])} |")
     lines.append("")
     for mode in ("forward", "train"):
-        s = [r["speedup"] for r in records if r["mode"] == mode]
-        if s:
+        s = [r["speedup"] for r in records if r["mode"] == mode and r["stable"]]
+        n = sum(r["mode"] == mode for r in records)
+        if n:
             wins = {scan: sum(r["jax_scan"] == scan for r in records if r["mode"] == mode)
                     for scan in ("sequential", "associative")}
-            line = (f"- {mode}: speedup geometric mean {_geomean(s):.2f}x, min {min(s):.2f}x, "
-                    f"max {max(s):.2f}x over {len(s)} sizes; faster scan mode: {wins}")
-            if cpu:
-                c = [r["cpu_time_speedup"] for r in records if r["mode"] == mode]
-                line += f"; in CPU time: geometric mean {_geomean(c):.2f}x"
-            lines.append(line + ".")
+            summary = (f"geometric mean {_geomean(s):.2f}x, min {min(s):.2f}x, max "
+                       f"{max(s):.2f}x over the {len(s)} stable of {n} sizes" if s
+                       else f"no stable size of {n}")
+            lines.append(f"- {mode}: speedup {summary}; faster scan mode: {wins}.")
     return "\n".join(lines) + "\n"
 
 
@@ -360,4 +367,7 @@ def _write(result: dict, out: Path, device_name: str) -> None:
 
 
 if __name__ == "__main__":
+    from flax_arch.xla import configure_xla_cpu
+
+    configure_xla_cpu()  # as python -m benchmarks: before JAX starts
     main()

@@ -31,6 +31,8 @@ def header(records: Sequence[Record]) -> list[str]:
         f"device: {r.device}",
         f"threads: torch {r.threads.get('torch')}, XLA {r.threads.get('xla')}",
         "precision: " + "; ".join(sorted({x.precision for x in records if x.precision})),
+        "lowering: " + "; ".join(f"{f} forms" for f in sorted({x.lowering for x in records}))
+        + " (flax_arch.nn.lowering; platform: the CPU rewrites on CPU, XLA's ops elsewhere)",
     ]
     peaks = sorted({(x.dtype, x.peak_gflops, x.peak_source) for x in records},
                    key=lambda p: p[0])
@@ -44,43 +46,71 @@ def header(records: Sequence[Record]) -> list[str]:
     loads = [x.load_avg for x in records if x.load_avg is not None]
     lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
                  f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")
+    others = [x.other_cores for x in records if x.other_cores is not None]
+    if others:
+        lines.append(f"cores used by other processes during a case: {min(others):.2f}-"
+                     f"{max(others):.2f} (median {sorted(others)[len(others) // 2]:.2f})")
     return lines
 
 
-_COLUMNS = ("model", "mode", "dtype", "batch", "JAX ms", "torch ms", "compile ms",
+_COLUMNS = ("model", "mode", "dtype", "batch", "JAX ms", "±", "torch ms", "±", "compile ms",
             "speedup", "vs compile", "JAX comp s", "GFLOP/s", "% peak", "note")
+# "±": the side's interquartile range over its median; an unstable case's speedups are in
+# parentheses, its note says why.
+
+
+def _spread(iqr: float | None, median: float | None) -> str:
+    return "-" if iqr is None or not median else f"{100 * iqr / median:.0f}%"
+
+
+def _ratio(value: float | None, stable: bool | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if stable is not False else f"({value:.2f}x)"
 
 
 def _row(r: Record) -> list[str]:
+    notes = []
     if r.skipped is not None:
-        note = r.skipped
-    elif r.error is not None:
-        note = f"FAILED: {r.error}"
-    elif r.torch_compile_error is not None:
-        note = f"torch.compile failed: {r.torch_compile_error}"
-    else:
-        note = ""
+        notes.append(r.skipped)
+    if r.error is not None:
+        notes.append(f"FAILED: {r.error}")
+    if r.stable is False:
+        notes.append("unstable: " + "; ".join(r.unstable_reasons))
+    if r.torch_compile_error is not None:
+        notes.append(f"torch.compile failed: {r.torch_compile_error}")
     return [r.model, r.mode, r.dtype, _fmt(r.batch_size, "d"), _fmt(r.jax_ms, ".3f"),
-            _fmt(r.torch_eager_ms, ".3f"), _fmt(r.torch_compile_ms, ".3f"),
-            _fmt(r.speedup, ".2f") + ("x" if r.speedup else ""),
-            _fmt(r.speedup_vs_compile, ".2f") + ("x" if r.speedup_vs_compile else ""),
+            _spread(r.jax_iqr_ms, r.jax_ms), _fmt(r.torch_eager_ms, ".3f"),
+            _spread(r.torch_eager_iqr_ms, r.torch_eager_ms), _fmt(r.torch_compile_ms, ".3f"),
+            _ratio(r.speedup, r.stable), _ratio(r.speedup_vs_compile, r.stable),
             _fmt(r.jax_compile_s, ".2f"), _fmt(r.gflops, ".3g"),
-            _fmt(None if r.roofline is None else 100 * r.roofline, ".2g"), note]
+            _fmt(None if r.roofline is None else 100 * r.roofline, ".2g"), "; ".join(notes)]
 
 
 def _summary(records: Sequence[Record]) -> list[str]:
+    """Geometric means over the stable cases, per mode, naming the cases left out."""
     lines = []
     for key, label in (("speedup", "torch eager / JAX"), ("speedup_vs_compile",
                                                            "torch.compile / JAX")):
-        by_mode = {}
-        for r in records:
-            if getattr(r, key) is not None:
-                by_mode.setdefault(r.mode, []).append(getattr(r, key))
-        if by_mode:
-            every = [s for ss in by_mode.values() for s in ss]
+        timed = [r for r in records if getattr(r, key) is not None]
+        if not timed:
+            continue
+        stable = [r for r in timed if r.stable]
+        left_out = [f"{r.model} {r.mode}" for r in timed if not r.stable]
+        by_mode: dict[str, list[float]] = {}
+        for r in stable:
+            by_mode.setdefault(r.mode, []).append(getattr(r, key))
+        every = [s for ss in by_mode.values() for s in ss]
+        if every:
             parts = [f"{m} {geomean(ss):.2f}x ({len(ss)})" for m, ss in by_mode.items()]
-            lines.append(f"geometric mean {label}: all {geomean(every):.2f}x; "
-                         + ", ".join(parts) + f"; below 1x: {sum(s < 1 for s in every)}")
+            lines.append(f"geometric mean {label} over the {len(every)} stable case(s): "
+                         f"{geomean(every):.2f}x; " + ", ".join(parts)
+                         + f"; below 1x: {sum(s < 1 for s in every)}")
+        else:
+            lines.append(f"geometric mean {label}: no stable case")
+        if left_out:
+            lines.append(f"left out, unstable or without a verdict: {len(left_out)} of "
+                         f"{len(timed)} ({', '.join(left_out)})")
     for what in ("error", "skipped"):
         bad = [r for r in records if getattr(r, what) is not None]
         if bad:
@@ -103,7 +133,9 @@ def table(records: Sequence[Record]) -> str:
 def markdown(records: Sequence[Record], title: str = "Benchmark results") -> str:
     lines = [f"# {title}", ""] + [f"- {h}" for h in header(records)] + [
         "- speedup = torch eager ms / JAX ms; vs compile = torch.compile ms / JAX ms; "
-        "GFLOP/s and % peak are JAX's", "",
+        "± = IQR / median of that side's samples; a speedup in parentheses is unstable (the "
+        "note says why) and left out of the geometric means; GFLOP/s and % peak are JAX's",
+        "",
         "| " + " | ".join(_COLUMNS) + " |",
         "|" + "|".join("---" if i < 3 else "---:" for i in range(len(_COLUMNS) - 1)) + "|---|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in records]
@@ -155,11 +187,15 @@ def plot(records: Sequence[Record], path: str) -> None:
                 text = "failed" if r.error is not None else "not run"
                 ax.text(1.0, y, f" {r.mode} {text}", va="center", fontsize=7, color="#C44E52")
                 continue
-            # a bar from 1x to the speedup: right of the line JAX is faster, left slower
+            # a bar from 1x to the speedup: right of the line JAX is faster, left slower;
+            # an unstable case hatched and pale, its label in parentheses
+            kind = r.mode if r.stable is not False else f"{r.mode}, unstable"
             ax.barh(y, value - 1.0, left=1.0, height=bar * 0.9, color=colors.get(r.mode),
-                    label=None if r.mode in labelled else r.mode)
-            labelled.add(r.mode)
-            ax.text(value, y, f" {value:.2f}x ", va="center", fontsize=7,
+                    alpha=1.0 if r.stable is not False else 0.35,
+                    hatch=None if r.stable is not False else "///",
+                    label=None if kind in labelled else kind)
+            labelled.add(kind)
+            ax.text(value, y, f" {_ratio(value, r.stable)} ", va="center", fontsize=7,
                     ha="left" if value >= 1 else "right")
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_xscale("log")

@@ -130,6 +130,11 @@ class ModelEntry:
     argument that sets the size of the input's last (channels-last) axis, its features or
     channels; ``classes_arg`` the one that sets the number of classes. None where no argument
     does (the VAE's 784 inputs; torchvision's RGB models).
+
+    ``quick`` is the size ``python -m benchmarks --quick`` times: the bench layers (the
+    slides' shapes) at a smaller batch, or on smaller inputs where one example is already
+    slow, so that every timed call does a millisecond or more of work on a 2-core CPU and
+    the whole run stays within minutes. None: the bench size.
     """
 
     name: str
@@ -142,6 +147,7 @@ class ModelEntry:
     loss: str
     channels_arg: str | None = None
     classes_arg: str | None = None
+    quick: Config | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -149,8 +155,11 @@ class ModelEntry:
                              f"got {self.task!r}")
 
     def config(self, size: str) -> Config:
-        if size not in ("test", "bench"):
-            raise ValueError(f"size must be 'test' or 'bench', got {size!r}")
+        """The configuration of ``size``: ``'test'``, ``'bench'`` or ``'quick'``."""
+        if size not in ("test", "bench", "quick"):
+            raise ValueError(f"size must be 'test', 'bench' or 'quick', got {size!r}")
+        if size == "quick":
+            return self.bench if self.quick is None else self.quick
         return self.test if size == "test" else self.bench
 
     def build(self, size: str | None = None, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
@@ -213,12 +222,14 @@ register(ModelEntry(
     "logistic_regression", "dense", LogisticRegression, task="regress",
     test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC", "unit")),
     bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC", "unit")),
+    quick=Config({"num_inputs": 100}, _nc(100, 65536), Input((65536, 1), "NC", "unit")),
     outputs=("NC",), loss="bce",
 ))
 register(ModelEntry(
     "linear_regression", "dense", LinearRegression, task="regress",
     test=Config({"num_inputs": 16}, _nc(16), Input((4, 1), "NC")),
     bench=Config({"num_inputs": 100}, _nc(100, 256), Input((256, 1), "NC")),
+    quick=Config({"num_inputs": 100}, _nc(100, 65536), Input((65536, 1), "NC")),
     outputs=("NC",), loss="mse",
 ))
 register(ModelEntry(
@@ -227,6 +238,8 @@ register(ModelEntry(
     test=Config({"num_inputs": 16, "num_outputs": 5}, _nc(16), Input((4,), "N", "index", 5)),
     bench=Config({"num_inputs": 100, "num_outputs": 20}, _nc(100, 256),
                  Input((256,), "N", "index", 20)),
+    quick=Config({"num_inputs": 100, "num_outputs": 20}, _nc(100, 16384),
+                 Input((16384,), "N", "index", 20)),
     outputs=("NC",), loss="nll",
 ))
 register(ModelEntry(
@@ -234,6 +247,7 @@ register(ModelEntry(
     test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5}, _nc(16),
                 Input((4,), "N", "index", 5)),
     bench=Config({}, _nc(100, 256), Input((256,), "N", "index", 20)),
+    quick=Config({}, _nc(100, 256), Input((256,), "N", "index", 20)),
     outputs=("NC",), loss="nll",
 ))
 
@@ -246,6 +260,8 @@ register(ModelEntry(
                 Input((6, 8), "NC")),
     bench=Config({"vocab_size": 10000, "hidden_size": 100},
                  (Input((256, 10000), "NC", "onehot", 10000),), Input((256, 100), "NC")),
+    quick=Config({"vocab_size": 10000, "hidden_size": 100},
+                 (Input((256, 10000), "NC", "onehot", 10000),), Input((256, 100), "NC")),
     outputs=("NC",), loss="mse",
 ))
 register(ModelEntry(
@@ -254,6 +270,8 @@ register(ModelEntry(
                 (Input((6, 7), "NL", "index", 50),), Input((6, 7, 8), "NLC")),
     bench=Config({"num_embeddings": 10000, "embedding_dim": 100},
                  (Input((256, 32), "NL", "index", 10000),), Input((256, 32, 100), "NLC")),
+    quick=Config({"num_embeddings": 10000, "embedding_dim": 100},
+                 (Input((2048, 32), "NL", "index", 10000),), Input((2048, 32, 100), "NLC")),
     outputs=("NLC",), loss="mse",
 ))
 
@@ -266,6 +284,8 @@ register(ModelEntry(
                 (Input((5, 2, 4), "LNC"),), Input((5, 2, 3), "LNC")),
     bench=Config({"input_size": 100, "hidden_size": 512},
                  (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
+    quick=Config({"input_size": 100, "hidden_size": 512},
+                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
     outputs=("LNC", "DNC"), loss="mse",
 ))
 register(ModelEntry(
@@ -273,6 +293,8 @@ register(ModelEntry(
     test=Config({"input_size": 4, "hidden_size": 3, "num_layers": 2, "bidirectional": True},
                 (Input((5, 2, 4), "LNC"),), Input((5, 2, 6), "LNC")),
     bench=Config({"input_size": 100, "hidden_size": 512},
+                 (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
+    quick=Config({"input_size": 100, "hidden_size": 512},
                  (Input((100, 16, 100), "LNC"),), Input((100, 16, 512), "LNC")),
     outputs=("LNC", "DNC", "DNC"), loss="mse",
 ))
@@ -282,6 +304,8 @@ register(ModelEntry(
                 (Input((2, 5, 4), "NLC"),), Input((2, 5, 3), "NLC")),
     bench=Config({"input_size": 100, "hidden_size": 512, "batch_first": True},
                  (Input((16, 100, 100), "NLC"),), Input((16, 100, 512), "NLC")),
+    quick=Config({"input_size": 100, "hidden_size": 512, "batch_first": True},
+                 (Input((16, 100, 100), "NLC"),), Input((16, 100, 512), "NLC")),
     outputs=("NLC", "DNC"), loss="mse",
 ))
 register(ModelEntry(
@@ -290,6 +314,8 @@ register(ModelEntry(
     test=Config({"num_inputs": 4, "hidden_size": 3, "num_outputs": 6, "num_layers": 2},
                 (Input((2, 5, 4), "NLC"),), Input((2, 5), "NL", "index", 6)),
     bench=Config({"num_inputs": 100, "hidden_size": 512, "num_outputs": 10},
+                 (Input((16, 100, 100), "NLC"),), Input((16, 100), "NL", "index", 10)),
+    quick=Config({"num_inputs": 100, "hidden_size": 512, "num_outputs": 10},
                  (Input((16, 100, 100), "NLC"),), Input((16, 100), "NL", "index", 10)),
     outputs=("NLC",), loss="nll_classes_last",
 ))
@@ -303,6 +329,8 @@ register(ModelEntry(
                 (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
     bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "padding": 1},
                  (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
+    quick=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "padding": 1},
+                 (Input((16, 64, 1024), "NCL"),), Input((16, 128, 1024), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
 register(ModelEntry(
@@ -311,6 +339,8 @@ register(ModelEntry(
                 (Input((2, 4, 16), "NCL"),), Input((2, 8, 16), "NCL")),
     bench=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "dilation": 2},
                  (Input((32, 64, 1024), "NCL"),), Input((32, 128, 1024), "NCL")),
+    quick=Config({"in_channels": 64, "out_channels": 128, "kernel_size": 3, "dilation": 2},
+                 (Input((16, 64, 1024), "NCL"),), Input((16, 128, 1024), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
 register(ModelEntry(
@@ -319,6 +349,7 @@ register(ModelEntry(
     test=Config({"num_inputs": 16, "hidden_size": 32, "num_outputs": 5},
                 (Input((2, 16, 6), "NCL"),), Input((2, 6), "NL", "index", 5)),
     bench=Config({}, (Input((16, 100, 64), "NCL"),), Input((16, 64), "NL", "index", 20)),
+    quick=Config({}, (Input((8, 100, 64), "NCL"),), Input((8, 64), "NL", "index", 20)),
     outputs=("NCL",), loss="nll",
 ))
 register(ModelEntry(
@@ -326,6 +357,8 @@ register(ModelEntry(
     test=Config({"in_channels": 4, "out_channels": 6, "kernel_size": 8, "stride": 4},
                 (Input((2, 4, 5), "NCL"),), Input((2, 6, 24), "NCL")),
     bench=Config({"in_channels": 128, "out_channels": 64, "kernel_size": 8, "stride": 4},
+                 (Input((32, 128, 256), "NCL"),), Input((32, 64, 1028), "NCL")),
+    quick=Config({"in_channels": 128, "out_channels": 64, "kernel_size": 8, "stride": 4},
                  (Input((32, 128, 256), "NCL"),), Input((32, 64, 1028), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
@@ -339,6 +372,8 @@ register(ModelEntry(
                 (Input((2, 5, 4), "NLC"), Input((2, 6), "NC")), Input((2, 5, 6), "NLC")),
     bench=Config({"num_inputs": 320, "num_outputs": 320, "kwidth": 2, "pooling": "fo"},
                  (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
+    quick=Config({"num_inputs": 320, "num_outputs": 320, "kwidth": 2, "pooling": "fo"},
+                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
     outputs=("NLC", "NC"), loss="mse",
 ))
 register(ModelEntry(
@@ -347,6 +382,8 @@ register(ModelEntry(
                  "pooling": "ifo", "bidirectional": True},
                 (Input((2, 5, 4), "NLC"), Input((4, 2, 6), "DNC")), Input((2, 5, 12), "NLC")),
     bench=Config({"num_inputs": 320, "hidden_size": 320, "kwidth": 2, "pooling": "fo"},
+                 (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
+    quick=Config({"num_inputs": 320, "hidden_size": 320, "kwidth": 2, "pooling": "fo"},
                  (Input((16, 128, 320), "NLC"),), Input((16, 128, 320), "NLC")),
     outputs=("NLC", "DNC"), loss="mse",
 ))
@@ -358,6 +395,7 @@ register(ModelEntry(
     "ae", "autoencoder", AE, task="reconstruct", channels_arg="num_inputs",
     test=Config({"num_inputs": 48}, (Input((4, 48), "NC"),), Input((4, 48), "NC")),
     bench=Config({"num_inputs": 784}, (Input((256, 784), "NC"),), Input((256, 784), "NC")),
+    quick=Config({"num_inputs": 784}, (Input((256, 784), "NC"),), Input((256, 784), "NC")),
     outputs=("NC",), loss="mse",
 ))
 register(ModelEntry(
@@ -365,6 +403,8 @@ register(ModelEntry(
     test=Config({}, (Input((4, 784), "NC", "unit"), Input((4, 20), "NC")),
                 Input((4, 784), "NC", "unit")),
     bench=Config({}, (Input((256, 784), "NC", "unit"), Input((256, 20), "NC")),
+                 Input((256, 784), "NC", "unit")),
+    quick=Config({}, (Input((256, 784), "NC", "unit"), Input((256, 20), "NC")),
                  Input((256, 784), "NC", "unit")),
     outputs=("NC", "NC", "NC"), loss="vae",
 ))
@@ -377,6 +417,7 @@ register(ModelEntry(
     test=Config({"num_classes": 10, "dropout": 0.0}, (Input((2, 3, 64, 64), "NCHW"),),
                 Input((2,), "N", "index", 10)),
     bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    quick=Config({}, (Input((1, 3, 224, 224), "NCHW"),), Input((1,), "N", "index", 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 
@@ -391,6 +432,9 @@ register(ModelEntry(
     bench=Config({"in_channels": 192, "ch1x1": 64, "ch3x3red": 96, "ch3x3": 128,
                   "ch5x5red": 16, "ch5x5": 32, "pool_proj": 32},
                  (Input((32, 192, 28, 28), "NCHW"),), Input((32, 256, 28, 28), "NCHW")),
+    quick=Config({"in_channels": 192, "ch1x1": 64, "ch3x3red": 96, "ch3x3": 128,
+                  "ch5x5red": 16, "ch5x5": 32, "pool_proj": 32},
+                 (Input((4, 192, 28, 28), "NCHW"),), Input((4, 256, 28, 28), "NCHW")),
     outputs=("NCHW",), loss="mse",
 ))
 register(ModelEntry(
@@ -398,6 +442,7 @@ register(ModelEntry(
     test=Config({"num_classes": 10, "dropout": 0.0, "dropout_aux": 0.0},
                 (Input((2, 3, 64, 64), "NCHW"),), Input((2,), "N", "index", 10)),
     bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    quick=Config({}, (Input((1, 3, 224, 224), "NCHW"),), Input((1,), "N", "index", 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 
@@ -415,6 +460,8 @@ register(ModelEntry(
     # the slide's ResLayer(64) on its 100 x 100 input
     bench=Config({"num_inputs": 64}, (Input((16, 64, 100, 100), "NCHW"),),
                  Input((16, 64, 100, 100), "NCHW")),
+    quick=Config({"num_inputs": 64}, (Input((1, 64, 100, 100), "NCHW"),),
+                 Input((1, 64, 100, 100), "NCHW")),
     outputs=("NCHW",), loss="mse",
 ))
 # ResNet test inputs are 2 x 64 x 64 so that the last stage's train-mode BatchNorm sees
@@ -424,6 +471,7 @@ register(ModelEntry(
     "resnet18", "resnet", resnet18, task="classify", classes_arg="num_classes",
     test=Config({"num_classes": 10}, **_images(2, 64, 10)),
     bench=Config({}, **_images(16, 224, 1000)),
+    quick=Config({}, **_images(1, 224, 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 # Bottleneck ResNets at one block per stage for tests; at bench, ResNet-50 and ResNeXt-50 32x4d.
@@ -432,6 +480,7 @@ register(ModelEntry(
     classes_arg="num_classes",
     test=Config({"layers": [1, 1, 1, 1], "num_classes": 10}, **_images(2, 64, 10)),
     bench=Config({"layers": [3, 4, 6, 3]}, **_images(16, 224, 1000)),
+    quick=Config({"layers": [3, 4, 6, 3]}, **_images(1, 224, 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 register(ModelEntry(
@@ -441,6 +490,10 @@ register(ModelEntry(
                 **_images(2, 64, 10)),
     bench=Config({"layers": [3, 4, 6, 3], "groups": 32, "width_per_group": 4},
                  **_images(16, 224, 1000)),
+    # quick: one block per stage, as XLA takes a minute to compile the 32-way grouped
+    # convolutions of all 16 blocks' training step on 2 cores
+    quick=Config({"layers": [1, 1, 1, 1], "groups": 32, "width_per_group": 4},
+                 **_images(1, 224, 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 
@@ -454,6 +507,7 @@ register(ModelEntry(
                  "bn_size": 2, "num_classes": 10},
                 (Input((2, 3, 32, 32), "NCHW"),), Input((2,), "N", "index", 10)),
     bench=Config({}, (Input((16, 3, 224, 224), "NCHW"),), Input((16,), "N", "index", 1000)),
+    quick=Config({}, (Input((1, 3, 224, 224), "NCHW"),), Input((1,), "N", "index", 1000)),
     outputs=("NC",), loss="cross_entropy",
 ))
 
@@ -467,6 +521,8 @@ register(ModelEntry(
                 (Input((2, 3, 44, 52), "NCHW"),), Input((2, 4, 12), "NHW", "index", 3)),
     # the paper's network: 572 x 572 -> 388 x 388, pixel-wise softmax cross-entropy
     bench=Config({}, (Input((1, 1, 572, 572), "NCHW"),), Input((1, 388, 388), "NHW", "index", 2)),
+    # quick: the paper's network on its smallest valid input, 188 x 188 -> 4 x 4
+    quick=Config({}, (Input((1, 1, 188, 188), "NCHW"),), Input((1, 4, 4), "NHW", "index", 2)),
     outputs=("NCHW",), loss="cross_entropy",
 ))
 
@@ -480,6 +536,8 @@ register(ModelEntry(
     # the slide's block and length, at batch 8
     bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
                  (Input((8, 1, 4000), "NCL"),), Input((8, 1, 1000), "NCL")),
+    quick=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
+                 (Input((256, 1, 4000), "NCL"),), Input((256, 1, 1000), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
 register(ModelEntry(
@@ -488,6 +546,8 @@ register(ModelEntry(
                 (Input((2, 4, 16), "NCL"),), Input((2, 2, 64), "NCL")),
     bench=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
                  (Input((8, 1, 1000), "NCL"),), Input((8, 1, 4000), "NCL")),
+    quick=Config({"ninp": 1, "fmap": 1, "kwidth": 31, "stride": 4},
+                 (Input((128, 1, 1000), "NCL"),), Input((128, 1, 4000), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
 register(ModelEntry(
@@ -496,6 +556,7 @@ register(ModelEntry(
                 (Input((2, 1, 256), "NCL"),), Input((2, 1, 256), "NCL")),
     # the slide's generator: 8192 samples (about half a second at 16 kHz), batch 8
     bench=Config({}, (Input((8, 1, 8192), "NCL"),), Input((8, 1, 8192), "NCL")),
+    quick=Config({}, (Input((1, 1, 8192), "NCL"),), Input((1, 1, 8192), "NCL")),
     outputs=("NCL",), loss="mse",
 ))
 
@@ -508,6 +569,7 @@ register(ModelEntry(
                 Input((4, 3, 64, 64), "NCHW")),
     # the slide's generator at the example's batch size
     bench=Config({}, (Input((64, 100, 1, 1), "NCHW"),), Input((64, 3, 64, 64), "NCHW")),
+    quick=Config({}, (Input((4, 100, 1, 1), "NCHW"),), Input((4, 3, 64, 64), "NCHW")),
     outputs=("NCHW",), loss="mse",
 ))
 register(ModelEntry(
@@ -515,5 +577,6 @@ register(ModelEntry(
     test=Config({"nc": 3, "ndf": 8}, (Input((4, 3, 64, 64), "NCHW"),),
                 Input((4, 1, 1, 1), "NCHW", "unit")),
     bench=Config({}, (Input((64, 3, 64, 64), "NCHW"),), Input((64, 1, 1, 1), "NCHW", "unit")),
+    quick=Config({}, (Input((8, 3, 64, 64), "NCHW"),), Input((8, 1, 1, 1), "NCHW", "unit")),
     outputs=("NCHW",), loss="bce",
 ))

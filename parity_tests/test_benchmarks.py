@@ -1,12 +1,16 @@
-"""The benchmark harness works: CLI parsing, bad input, records, FLOP counts, peaks, a tiny run.
+"""The benchmark harness works: CLI parsing, bad input, records, FLOP counts, peaks, a tiny run,
+and the timing statistics on synthetic timings.
 
 Timing numbers are not asserted (they depend on the machine and its load); what is checked is
 that every requested case yields a record with the fields DESIGN.md names, that failures are
-reported rather than dropped, and that usage errors, and only they, exit non-zero.
+reported rather than dropped, that usage errors, and only they, exit non-zero, and that the
+rules of benchmarks/stats.py flag what they should (on made-up timings, with a fake clock).
 """
 
+import dataclasses
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -17,14 +21,17 @@ from flax import nnx
 
 import flax_arch
 import torch_ref
-from benchmarks import flops, harness, report
+from benchmarks import flops, harness, report, stats
 from benchmarks.__main__ import USAGE_ERROR, main, parse_args
 from benchmarks.device import DeviceInfo
 from flax_arch import nn, registry
 
 REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_eager_ms",
             "torch_compile_ms", "speedup", "jax_compile_s", "flops", "precision", "threads",
-            "versions", "date", "roofline", "peak_gflops", "error")
+            "versions", "date", "roofline", "peak_gflops", "error", "jax_iqr_ms",
+            "torch_eager_iqr_ms", "stable", "unstable_reasons", "other_cores", "samples_ms")
+# a budget that keeps the CLI tests short; their records may well be unstable
+FAST = ["--budget", "0.05"]
 
 
 def test_parse_args_defaults_and_lists():
@@ -39,7 +46,7 @@ def test_parse_args_defaults_and_lists():
 
 
 @pytest.mark.parametrize("argv", [["--dtype", "float16"], ["--modes", "backward"],
-                                  ["--batch-size", "two"], ["--repeats", "0"],
+                                  ["--batch-size", "two"], ["--budget", "0"],
                                   ["--precision", "fp8"], ["--cores", "0"]])
 def test_malformed_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -74,8 +81,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     out = tmp_path / "bench.json"
     png, md = tmp_path / "bench.png", tmp_path / "bench.md"
     code = main(["--quick", "--models", "linear_regression,mlp,no_such_model", "--batch-size",
-                 "0,3", "--repeats", "1", "--json", str(out), "--plot", str(png),
-                 "--markdown", str(md)])
+                 "0,3", *FAST, "--json", str(out), "--plot", str(png), "--markdown", str(md)])
     assert code == 0
     captured = capsys.readouterr()
     assert "no_such_model" in captured.err and "impossible batch size" in captured.err
@@ -88,6 +94,10 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert r["error"] is None and r["batch_size"] == 3 and r["dtype"] == "float32"
         assert r["jax_ms"] > 0 and r["torch_eager_ms"] > 0 and r["jax_compile_s"] > 0
         assert math.isclose(r["speedup"], r["torch_eager_ms"] / r["jax_ms"])
+        assert r["size"] == "quick" and isinstance(r["stable"], bool)
+        assert r["jax_iqr_ms"] >= 0 and r["torch_eager_iqr_ms"] >= 0
+        assert len(r["samples_ms"]["jax"]) >= 1 and len(r["samples_ms"]["torch_eager"]) >= 1
+        assert r["stable"] == (r["unstable_reasons"] == [])
         assert r["torch_compile_ms"] is None  # not asked for
         assert r["flops"] > 0 and r["flops_source"] == "XLA cost analysis"
         assert math.isclose(r["roofline"], r["flops"] / r["jax_ms"] / 1e6 / r["peak_gflops"])
@@ -99,6 +109,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     assert train["optimizer"].startswith("Adam(")
     for text in (captured.out, md.read_text()):
         assert "speedup" in text and "versions: jax" in text and "threads: torch" in text
+        assert "stable case(s)" in text or "no stable case" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     merged = tmp_path / "merged.json"  # --report re-renders (and merges) saved records
@@ -124,7 +135,7 @@ def test_a_failing_model_is_reported_not_dropped(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(torch_ref.registry._MODELS, "broken", torch.nn.Linear)
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "broken,linear_regression", "--modes", "forward",
-                 "--repeats", "1", "--json", str(out)]) == 0
+                 *FAST, "--json", str(out)]) == 0
     records = {r["model"]: r for r in json.loads(out.read_text())}
     assert "deliberately broken" in records["broken"]["error"]
     assert records["broken"]["jax_ms"] is None
@@ -139,7 +150,7 @@ def test_torch_compile_failure_keeps_the_rest(monkeypatch, tmp_path):
     monkeypatch.setattr(torch, "compile", no_compile)
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "linear_regression", "--modes", "forward",
-                 "--repeats", "1", "--torch-compile", "--json", str(out)]) == 0
+                 *FAST, "--torch-compile", "--json", str(out)]) == 0
     (r,) = json.loads(out.read_text())
     assert "no C++ compiler here" in r["torch_compile_error"]
     assert r["torch_compile_ms"] is None and r["jax_ms"] > 0 and r["error"] is None
@@ -153,7 +164,7 @@ def test_a_dtype_the_device_lacks_is_skipped(monkeypatch, tmp_path, capsys):
     assert "bfloat16 skipped: no bfloat16 on this device" in capsys.readouterr().err
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "linear_regression", "--modes", "forward", "--dtype",
-                 "bfloat16,float32", "--repeats", "1", "--json", str(out)]) == 0
+                 "bfloat16,float32", *FAST, "--json", str(out)]) == 0
     assert [r["dtype"] for r in json.loads(out.read_text())] == ["float32"]
 
 
@@ -190,17 +201,18 @@ def test_both_sides_time_the_same_computation(name, tiny_cnn):
     """The timed calls agree: forward outputs, and the losses of successive training steps
     (train-mode batch statistics, Adam updates carried from step to step)."""
     device = DeviceInfo("cpu", "test cpu", "cpu", 1, 1)
-    built = harness._Built(harness.Case(name, "float32", None), harness.Options(size="test"),
-                           device)
-    jax_out = harness._jax_forward(built, 0).run()
-    torch_out = harness._torch_forward(built, device, built.torch_model)()
+    pair = harness.build_pair(harness.Case(name, "float32", None),
+                              harness.Options(size="test"), device)
+    jax_out = harness._jax_forward(pair, 0).run()
+    torch_out = harness._torch_forward(pair, device, pair.torch_model)()
     np.testing.assert_allclose(
-        jax_out, flax_arch.to_channels_last(torch_out.numpy(), built.entry.outputs[0]),
+        jax_out, flax_arch.to_channels_last(torch_out.numpy(),
+                                            flax_arch.get_entry(name).outputs[0]),
         rtol=1e-5, atol=1e-5)
-    opt, _ = harness._adam(built.torch_model.parameters())
-    jax_step = harness._jax_train(built, 0)
+    opt, _ = harness._adam(pair.torch_model.parameters())
+    jax_step = harness._jax_train(pair, 0)
     torch_step = harness._torch_train(
-        built, device, harness._WithLoss(built.torch_model, built.entry.loss), opt)
+        pair, device, harness._WithLoss(pair.torch_model, pair.loss), opt)
     losses = [(float(jax_step.run()), torch_step().item()) for _ in range(4)]
     np.testing.assert_allclose(*zip(*losses), rtol=1e-4)
     assert losses[-1][0] < losses[0][0]  # the updates are applied
@@ -208,13 +220,13 @@ def test_both_sides_time_the_same_computation(name, tiny_cnn):
 
 def test_bfloat16_casts_both_sides():
     device = DeviceInfo("cpu", "test cpu", "cpu", 1, 1)
-    built = harness._Built(harness.Case("mlp", "bfloat16", 2), harness.Options(size="test"),
-                           device)
-    assert all(p.dtype == torch.bfloat16 for p in built.torch_model.parameters())
-    params = jax.tree.leaves(nnx.state(built.flax_model))
+    pair = harness.build_pair(harness.Case("mlp", "bfloat16", 2), harness.Options(size="test"),
+                              device)
+    assert all(p.dtype == torch.bfloat16 for p in pair.torch_model.parameters())
+    params = jax.tree.leaves(nnx.state(pair.flax_model))
     assert all(p.dtype == jnp.bfloat16 for p in params if jnp.issubdtype(p.dtype, jnp.floating))
-    assert built.torch_in[0].dtype == torch.bfloat16 and built.flax_in[0].dtype == jnp.bfloat16
-    assert built.flax_in[0].shape == (2, 16)
+    assert pair.torch_inputs[0].dtype == torch.bfloat16
+    assert pair.flax_inputs[0].dtype == jnp.bfloat16 and pair.flax_inputs[0].shape == (2, 16)
 
 
 def test_jaxpr_flops_count_scans_by_length():
@@ -271,3 +283,187 @@ def test_geomean_and_table_of_a_failed_record():
     rec = harness.Record(model="m", mode="train", dtype="float32", batch_size=2, device="cpu",
                          error="ValueError: nope", versions={"jax": "x"}, date="today")
     assert "FAILED: ValueError: nope" in report.table([rec])
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_quartiles_and_iqr_interpolate_as_numpy():
+    xs = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0]
+    q1, q2, q3 = np.percentile(xs, [25, 50, 75])
+    assert stats.quartiles(xs) == pytest.approx((q1, q2, q3))
+    assert stats.iqr(xs) == pytest.approx(q3 - q1)
+    assert stats.relative_spread(xs) == pytest.approx((q3 - q1) / q2)
+    assert stats.quartiles([2.0]) == (2.0, 2.0, 2.0) and stats.iqr([2.0]) == 0.0
+    assert stats.relative_spread([2.0]) == math.inf  # one sample says nothing of its spread
+    with pytest.raises(ValueError, match="no samples"):
+        stats.quartiles([])
+
+
+def test_warm_up_ends_where_the_timings_stop_trending():
+    # a first-call cost decaying over five samples, then flat within 1%
+    warm = [10.0, 5.0, 3.0, 2.0, 1.5, 1.0, 1.01, 0.99, 1.0, 1.0, 1.01]
+    first = next(n for n in range(1, len(warm) + 1) if stats.settled(warm[:n]))
+    # the first halves of 3 within 10%: [1.5, 1.0, 1.01] and [0.99, 1.0, 1.0] (medians 1%
+    # apart); every pair of halves before differs by 50% or more
+    assert first == 10
+    assert not stats.settled([1.0] * 5)  # too few samples to judge
+    assert stats.settled([1.0] * 6)
+    assert not stats.settled([1.0, 1.0, 1.0, 1.3, 1.3, 1.3])  # a step up is not settled
+
+
+STEADY = [1e-3 * t for t in (10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98, 10.0)]
+NOISY = [1e-3 * t for t in (10.0, 14.0, 8.0, 12.0, 9.0, 15.0, 11.0, 7.0, 13.0)]
+
+
+def test_a_noisy_side_is_flagged_and_a_steady_one_is_not():
+    assert stats.relative_spread(STEADY) < stats.TARGET_SPREAD
+    assert stats.relative_spread(NOISY) > stats.MAX_SPREAD
+    assert stats.precise({"jax": STEADY, "torch_eager": STEADY})
+    assert not stats.precise({"jax": STEADY, "torch_eager": NOISY})
+    assert not stats.precise({"jax": STEADY[:4], "torch_eager": STEADY[:4]})  # too few
+    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": STEADY},
+                                {"jax": True, "torch_eager": True}, others=0.0)
+    assert ok and reasons == []
+    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": NOISY},
+                                {"jax": True, "torch_eager": True}, others=0.0)
+    assert not ok and reasons == ["torch_eager spread 36% > 10%"]  # (13 - 9) / 11
+
+
+def test_verdict_names_every_reason():
+    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": STEADY[:2]},
+                                {"jax": False, "torch_eager": True},
+                                others=stats.MAX_OTHER_CORES + 0.5)
+    assert not ok
+    assert reasons == ["jax did not settle in warm-up", "torch_eager: 2 sample(s) < 5",
+                       f"other processes used {stats.MAX_OTHER_CORES + 0.5:.2f} cores"]
+    assert stats.verdict({"jax": STEADY}, {"jax": True}, others=None)[0]  # load unknown
+
+
+def test_other_cores_is_the_machine_less_this_process():
+    assert stats.other_cores(busy_s=3.0, own_s=2.0, wall_s=2.0) == pytest.approx(0.5)
+    assert stats.other_cores(busy_s=1.9, own_s=2.0, wall_s=1.0) == 0.0  # clock granularity
+    with pytest.raises(ValueError, match="wall time"):
+        stats.other_cores(1.0, 1.0, 0.0)
+
+
+class _FakeClock:
+    """time.perf_counter for harness.measure: advanced by the fake sides' calls."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def side(self, durations):
+        """A side whose n-th call takes durations(n) seconds."""
+        calls = iter(range(10**9))
+        return lambda: setattr(self, "now", self.now + durations(next(calls)))
+
+
+def _fake_measure(monkeypatch, durations: dict, budget_s: float = 2.0):
+    clock = _FakeClock()
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(harness, "_cpu_seconds", lambda: None)
+    sides = {name: clock.side(d) for name, d in durations.items()}
+    opts = harness.Options(size="quick", min_sample_s=0.025, budget_s=budget_s)
+    return harness.measure(sides, opts), clock
+
+
+def test_measure_warms_up_then_stops_once_precise(monkeypatch):
+    """Steady sides after a slow start: warm-up settles past it, sampling stops at the minimum
+    count, well inside the budget, and the verdict is stable."""
+    slow_start = lambda n: 0.02 if n < 6 else 0.005  # noqa: E731: four slow calls
+    steady = lambda n: 0.002  # noqa: E731
+    timing, clock = _fake_measure(monkeypatch, {"jax": slow_start, "torch_eager": steady})
+    assert timing.calls_per_sample == {"jax": 2, "torch_eager": 13}  # the 2nd call calibrates
+    assert all(timing.settled.values())
+    assert [len(s) for s in timing.samples.values()] == [stats.MIN_SAMPLES] * 2
+    assert timing.samples["jax"] == pytest.approx([0.005] * stats.MIN_SAMPLES)  # past the start
+    assert clock.now < 2.0 and timing.other_cores is None
+    assert stats.verdict(timing.samples, timing.settled, timing.other_cores) == (True, [])
+
+
+def test_measure_spends_the_budget_on_a_noisy_side_and_flags_it(monkeypatch):
+    rng = np.random.default_rng(0)
+    noisy = lambda n: 0.002 * (1 + 4 * rng.random())  # noqa: E731
+    timing, clock = _fake_measure(monkeypatch, {"jax": lambda n: 0.002, "torch_eager": noisy},
+                                  budget_s=1.0)
+    assert 1.0 <= clock.now < 1.2  # the budget, and at most one round more
+    ok, reasons = stats.verdict(timing.samples, timing.settled, timing.other_cores)
+    assert not ok and all(r.startswith("torch_eager") for r in reasons)
+
+
+def test_a_step_slower_than_the_budget_still_gets_its_minimum_samples(monkeypatch):
+    timing, clock = _fake_measure(monkeypatch, {"jax": lambda n: 0.5, "torch_eager": lambda n: 0.5},
+                                  budget_s=0.1)
+    assert timing.calls_per_sample == {"jax": 1, "torch_eager": 1}
+    assert [len(s) for s in timing.samples.values()] == [stats.MIN_SAMPLES] * 2
+    assert stats.verdict(timing.samples, timing.settled, timing.other_cores)[0]
+    assert clock.now <= harness.MIN_BUDGET_ROUNDS * 1.0
+
+
+def _timed(model, mode, speedup, stable, reasons=()):
+    return harness.Record(model=model, mode=mode, dtype="float32", batch_size=2, device="cpu",
+                          jax_ms=1.0, torch_eager_ms=speedup, speedup=speedup, jax_iqr_ms=0.02,
+                          torch_eager_iqr_ms=0.5, stable=stable, unstable_reasons=list(reasons),
+                          versions={"jax": "x"}, date="today")
+
+
+def test_table_marks_unstable_cases_and_the_mean_leaves_them_out():
+    records = [_timed("a", "forward", 2.0, True), _timed("b", "forward", 0.5, True),
+               _timed("c", "train", 100.0, False, ["jax spread 30% > 10%"])]
+    text = report.table(records)
+    assert "(100.00x)" in text and "unstable: jax spread 30% > 10%" in text
+    assert "over the 2 stable case(s): 1.00x" in text
+    assert "left out, unstable or without a verdict: 1 of 3 (c train)" in text
+    row = next(line for line in text.splitlines() if line.startswith("b "))
+    assert " 2% " in row and " 100% " in row  # each side's IQR / median
+    md = report.markdown(records)
+    assert "(100.00x)" in md and "1.00x" in md
+
+
+def test_records_of_earlier_runs_still_read():
+    old = dataclasses.asdict(_timed("a", "forward", 2.0, None))
+    old["jax_ms_iqr"] = old.pop("jax_iqr_ms")  # the field's name before
+    old["min_block_s"] = 0.05  # a field since dropped
+    rec = harness.Record.from_json(old)
+    assert rec.jax_iqr_ms == 0.02 and rec.stable is None
+
+
+# ----------------------------------------------------------------------------- registry sizes
+
+
+def test_every_model_has_quick_sizes_with_the_bench_layers():
+    """Quick mode times the bench layers (the slides' shapes) on smaller or larger batches;
+    ResNeXt alone keeps one block per stage (its 32-way grouped convolutions compile slowly)."""
+    for name in flax_arch.list_models():
+        entry = flax_arch.get_entry(name)
+        quick, bench = entry.quick, entry.bench
+        assert quick is not None, f"{name}: no quick size in the registry"
+        assert entry.config("quick") is quick
+        shrunk = {k: v for k, v in quick.kwargs.items() if bench.kwargs.get(k) != v}
+        if name == "resnext":
+            assert shrunk == {"layers": [1, 1, 1, 1]}
+        else:
+            assert shrunk == {} and set(quick.kwargs) == set(bench.kwargs), name
+        assert len(quick.inputs) == len(bench.inputs)
+        for q, b in zip(quick.inputs, bench.inputs):  # the same inputs but for batch (and
+            assert q.layout == b.layout and q.kind == b.kind and q.high == b.high  # U-Net's
+            same = [i for i, axis in enumerate(q.layout) if axis not in "NHW"]  # image size)
+            assert [q.shape[i] for i in same] == [b.shape[i] for i in same], name
+
+
+def test_import_families_names_a_family_that_fails(monkeypatch):
+    assert harness.import_families() == []
+    real = harness.importlib.import_module
+
+    def failing(module):
+        if module == "torch_ref.qrnn":
+            raise SyntaxError("half-written")
+        return real(module)
+
+    monkeypatch.setattr(harness.importlib, "import_module", failing)
+    assert harness.import_families() == [
+        "cannot import torch_ref.qrnn: SyntaxError: half-written"]
