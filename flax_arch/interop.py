@@ -197,12 +197,13 @@ def load_torch_state_dict(
 
 # ----------------------------------------------------------------------------- layouts
 
-_CHANNELS_FIRST = {"NCL": "NLC", "NCHW": "NHWC", "CL": "LC", "CHW": "HWC"}
+_CHANNELS_FIRST = {"NCL": "NLC", "NCHW": "NHWC", "NCDHW": "NDHWC", "CL": "LC", "CHW": "HWC",
+                   "CDHW": "DHWC"}
 
 
 def to_channels_last(x, layout: str):
     """Moves torch's channel axis to the end for a channels-first ``layout`` (``'NCL'``,
-    ``'NCHW'``); any other layout (``'NC'``, ``'NLC'``, ``'LNC'``, indices) is returned as is."""
+    ``'NCHW'``, ``'NCDHW'``, or unbatched ``'CL'``, ``'CHW'``, ``'CDHW'``); any other layout (``'NC'``, ``'NLC'``, ``'LNC'``, indices) is returned as is."""
     if layout in _CHANNELS_FIRST:
         c = layout.index("C")
         return np.moveaxis(np.asarray(x), c, -1) if isinstance(x, np.ndarray) else jnp.moveaxis(x, c, -1)

@@ -59,9 +59,11 @@ def _gru_cell(gi, gh, carry):
 def _layer(cell, x, state, directions, dtype):
     """One layer, both directions at once: x (L, N, H_in) -> (L, N, D * H) and final states.
 
-    ``directions``: per direction ``(w_ih (H_in, G), w_hh (H, G), b_ih, b_hh)``, biases (G,)
-    or None; ``state``: a tuple of (D, N, H). The input projection of every time step is one
-    matrix product; the scan holds only the hidden projection and ``cell(gi, gh, carry)``.
+    ``directions``: per direction ``(w_ih (H_in, G), w_hh (H, G), b_ih, b_hh, w_hr)``, biases
+    (G,) or None, ``w_hr`` the LSTM's projection (hidden_size, H) or None; ``state``: a tuple
+    of (D, N, H) (the LSTM's cell state (D, N, hidden_size)). The input projection of every
+    time step is one matrix product; the scan holds only the hidden projection,
+    ``cell(gi, gh, carry)`` and the projection of h.
     """
 
     def stack(i):
@@ -69,7 +71,7 @@ def _layer(cell, x, state, directions, dtype):
             return None
         return jnp.stack([d[i] for d in directions]).astype(dtype)
 
-    w_ih, w_hh, b_ih, b_hh = map(stack, range(4))  # D x H_in x G, D x H x G, D x G, D x G
+    w_ih, w_hh, b_ih, b_hh, w_hr = map(stack, range(5))  # D x H_in x G, D x H x G, D x G, ...
     gi = jnp.einsum("lni,dig->ldng", x, w_ih)  # L x D x N x G
     if b_ih is not None:
         gi = gi + b_ih[None, :, None, :]
@@ -84,6 +86,9 @@ def _layer(cell, x, state, directions, dtype):
         if b_hh is not None:
             gh = gh + b_hh[:, None, :]
         carry = cell(gi_t, gh, carry)
+        if w_hr is not None:  # LSTM with projections: h_t = W_hr (o * tanh(c_t))
+            h = jnp.stack([carry[0][d] @ w_hr[d] for d in range(w_hr.shape[0])])
+            carry = (h, *carry[1:])
         return carry, carry[0]
 
     final, ys = lax.scan(step, state, gi)  # ys: L x D x N x H
@@ -93,14 +98,15 @@ def _layer(cell, x, state, directions, dtype):
     return jnp.swapaxes(ys, 1, 2).reshape(seq, batch, -1), final  # L x N x (D * H)
 
 
-def _stacked(weights, x, hx, keys, *, cell, num_states, batch_first, dropout, dtype):
+def _stacked(weights, x, hx, keys, *, cell, state_sizes, batch_first, dropout, dtype):
     """The multi-layer recurrence.
 
-    weights: per layer, per direction, ``(w_ih, w_hh, b_ih, b_hh)``; x: (L, N, H_in), or
-    (N, L, H_in) if ``batch_first``, or unbatched (L, H_in); hx: None or a tuple of
-    (layers * D, N, H) states (unbatched (layers * D, H)); ``dropout``: the probability in
-    effect (0 in eval mode), with one PRNG key per gap between layers in ``keys``.
-    Returns the last layer's output in x's layout and the tuple of final states.
+    weights: per layer, per direction, ``(w_ih, w_hh, b_ih, b_hh, w_hr)``; x: (L, N, H_in),
+    or (N, L, H_in) if ``batch_first``, or unbatched (L, H_in); hx: None or a tuple of
+    (layers * D, N, size) states, sizes ``state_sizes`` (unbatched (layers * D, size));
+    ``dropout``: the probability in effect (0 in eval mode), with one PRNG key per gap
+    between layers in ``keys``. Returns the last layer's output in x's layout and the tuple
+    of final states.
     """
     batched = x.ndim == 3
     if not batched:
@@ -112,10 +118,9 @@ def _stacked(weights, x, hx, keys, *, cell, num_states, batch_first, dropout, dt
         dtype = jnp.result_type(x, *jax.tree.leaves(weights))
     dtype = jnp.dtype(dtype)
     x = x.astype(dtype)
-    d, hidden = len(weights[0]), weights[0][0][1].shape[0]
+    d = len(weights[0])
     if hx is None:
-        shape = (len(weights) * d, x.shape[1], hidden)
-        hx = tuple(jnp.zeros(shape, dtype) for _ in range(num_states))
+        hx = tuple(jnp.zeros((len(weights) * d, x.shape[1], size), dtype) for size in state_sizes)
     hx = tuple(s.astype(dtype) for s in hx)  # (layers * D) x N x H each
     finals = []
     for layer, directions in enumerate(weights):
@@ -147,14 +152,15 @@ class _RNNBase(Stochastic):
     the hidden projection and the cell. Subclasses give the number of gate blocks, the
     number of state tensors, and ``_cell()``, the cell function of one time step.
     Train mode (the default, as torch) is ``deterministic=False``; ``model.eval()`` sets it.
+    ``proj_size`` > 0 (LSTM only) projects h to that size with ``weight_hr_l{k}``.
     """
 
     gates: int  # gate blocks in each weight: RNN 1, LSTM 4 (i, f, g, o), GRU 3 (r, z, n)
     num_states: int  # RNN and GRU carry h; the LSTM carries (h, c)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                 batch_first: bool, dropout: float, bidirectional: bool, *, rngs: nnx.Rngs,
-                 dtype, param_dtype):
+                 batch_first: bool, dropout: float, bidirectional: bool, proj_size: int = 0,
+                 *, rngs: nnx.Rngs, dtype, param_dtype):
         name = type(self).__name__
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
                            ("num_layers", num_layers)):
@@ -172,50 +178,65 @@ class _RNNBase(Stochastic):
                 f"{name}: dropout must be a number in [0, 1], the probability of zeroing an "
                 f"element between layers; got {dropout!r}"
             )
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ValueError(f"{name}: proj_size should be a positive integer or zero to "
+                             f"disable projections; got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size={proj_size} has to be smaller than "
+                             f"hidden_size={hidden_size}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(  # as torch: dropout only acts between layers
                 f"{name}: dropout={dropout} acts after every layer but the last, so it does "
                 "nothing with num_layers=1", stacklevel=3)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-        self.dropout = float(dropout)
+        self.dropout, self.proj_size = float(dropout), proj_size
         self.num_directions = 2 if bidirectional else 1
         self.dtype = dtype
         self.deterministic = False
         # torch's nn.RNNBase.reset_parameters: every weight and bias U(-1/sqrt(H), 1/sqrt(H))
         bound = 1.0 / math.sqrt(hidden_size)
         gate_size = self.gates * hidden_size
+        h_size = proj_size or hidden_size  # the size of h: the output features per direction
 
         def uniform(*shape):
             return nnx.Param(jax.random.uniform(rngs.params(), shape, param_dtype, -bound, bound))
 
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input = input_size if layer == 0 else h_size * self.num_directions
             for sfx in self._suffixes():
                 setattr(self, f"weight_ih_l{layer}{sfx}", uniform(layer_input, gate_size))
-                setattr(self, f"weight_hh_l{layer}{sfx}", uniform(hidden_size, gate_size))
+                setattr(self, f"weight_hh_l{layer}{sfx}", uniform(h_size, gate_size))
                 setattr(self, f"bias_ih_l{layer}{sfx}", uniform(gate_size) if bias else None)
                 setattr(self, f"bias_hh_l{layer}{sfx}", uniform(gate_size) if bias else None)
+                if proj_size:
+                    setattr(self, f"weight_hr_l{layer}{sfx}", uniform(hidden_size, proj_size))
 
     def _suffixes(self) -> list[str]:
         return ["", "_reverse"][: self.num_directions]
 
+    def _state_sizes(self) -> tuple[int, ...]:
+        """The last axis of each state: h (proj_size with projections), then the LSTM's c."""
+        return (self.proj_size or self.hidden_size,) + (self.hidden_size,) * (self.num_states - 1)
+
     def torch_rules(self):
-        """Weights are stored (in, gates * hidden); torch stores (gates * hidden, in)."""
+        """Weights are stored (in, gates * hidden) and the projection (hidden, proj_size);
+        torch stores them transposed."""
+        kinds = ("ih", "hh", "hr") if self.proj_size else ("ih", "hh")
         return {f"weight_{kind}_l{layer}{sfx}": TRANSPOSE
-                for layer in range(self.num_layers) for sfx in self._suffixes()
-                for kind in ("ih", "hh")}
+                for layer in range(self.num_layers) for sfx in self._suffixes() for kind in kinds}
 
     def _weights(self):
-        """Per layer, per direction: (w_ih, w_hh, b_ih, b_hh), biases None without bias."""
+        """Per layer, per direction: (w_ih, w_hh, b_ih, b_hh, w_hr), biases None without bias,
+        w_hr None without projections."""
 
         def read(name):
-            var = getattr(self, name)
+            var = getattr(self, name, None)
             return None if var is None else var[...]
 
         return tuple(
             tuple(tuple(read(f"{kind}_l{layer}{sfx}")
-                        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
                   for sfx in self._suffixes())
             for layer in range(self.num_layers)
         )
@@ -241,14 +262,13 @@ class _RNNBase(Stochastic):
         name = type(self).__name__
         states = self._unpack(hx)
         layers = self.num_layers * self.num_directions
-        if x.ndim == 3:
-            batch = x.shape[0 if self.batch_first else 1]
-            want = (layers, batch, self.hidden_size)
-            what = "(num_layers * num_directions, batch, hidden_size)"
-        else:
-            want = (layers, self.hidden_size)
-            what = "(num_layers * num_directions, hidden_size) for an unbatched input"
-        for state_name, s in zip(("h_0", "c_0"), states):
+        lead = (layers, x.shape[0 if self.batch_first else 1]) if x.ndim == 3 else (layers,)
+        batch = ", batch" if x.ndim == 3 else ""
+        unbatched = "" if x.ndim == 3 else " for an unbatched input"
+        for state_name, s, size in zip(("h_0", "c_0"), states, self._state_sizes()):
+            size_name = "proj_size" if self.proj_size and state_name == "h_0" else "hidden_size"
+            want = (*lead, size)
+            what = f"(num_layers * num_directions{batch}, {size_name}){unbatched}"
             if tuple(jnp.shape(s)) != want:
                 raise ValueError(f"{name} expects {state_name} of shape {what} = {want}; got "
                                  f"{tuple(jnp.shape(s))}")
@@ -273,8 +293,8 @@ class _RNNBase(Stochastic):
                 )
             keys = tuple(rngs.dropout() for _ in range(self.num_layers - 1))
         return _stacked(self._weights(), x, states, keys, cell=self._cell(),
-                        num_states=self.num_states, batch_first=self.batch_first, dropout=p,
-                        dtype=self.dtype)
+                        state_sizes=self._state_sizes(), batch_first=self.batch_first,
+                        dropout=p, dtype=self.dtype)
 
 
 class RNN(_RNNBase):
@@ -324,18 +344,24 @@ class LSTM(_RNNBase):
         c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 
     ``lstm(x, (h_0, c_0)=None, *, rngs=None) -> (output, (h_n, c_n))``: shapes as :class:`RNN`,
-    with the cell state c beside h (the slide: "LSTM has two states"). torch's ``proj_size``
-    (LSTM with projections) is out of scope.
+    with the cell state c beside h (the slide: "LSTM has two states").
+
+    ``proj_size`` > 0 is torch's LSTM with projections (Sak et al., "Long Short-Term Memory
+    Based Recurrent Neural Network Architectures for Large Vocabulary Speech Recognition",
+    2014): ``h_t = W_hr (o * tanh(c_t))`` with ``weight_hr_l{k}`` (torch's (proj_size,
+    hidden_size)), so h, h_n and the output features are of size proj_size and c_n of
+    hidden_size.
     """
 
     gates, num_states = 4, 2
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, *, rngs: nnx.Rngs, dtype=None,
-                 param_dtype=jnp.float32):
+                 bidirectional: bool = False, proj_size: int = 0, *, rngs: nnx.Rngs,
+                 dtype=None, param_dtype=jnp.float32):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                         bidirectional, proj_size, rngs=rngs, dtype=dtype,
+                         param_dtype=param_dtype)
 
     def _unpack(self, hx):
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:

@@ -45,9 +45,9 @@ class _ConvNd(nnx.Module):
                 f"{name}: groups={groups} must be positive and divide both "
                 f"in_channels={in_channels} and out_channels={out_channels}"
             )
-        self.kernel_size = _tuple(kernel_size, n, "kernel_size")
-        self.stride = _tuple(stride, n, "stride")
-        self.dilation = _tuple(dilation, n, "dilation")
+        self.kernel_size = _tuple(kernel_size, n, f"{name}: kernel_size")
+        self.stride = _tuple(stride, n, f"{name}: stride")
+        self.dilation = _tuple(dilation, n, f"{name}: dilation")
         _check_positive(f"{name} kernel_size", self.kernel_size)
         _check_positive(f"{name} stride", self.stride)
         _check_positive(f"{name} dilation", self.dilation)
@@ -65,13 +65,13 @@ class _ConvNd(nnx.Module):
                 raise ValueError(f"{name}: padding='same' needs stride 1 (as in torch), "
                                  f"got stride={self.stride}")
         else:
-            padding = _tuple(padding, n, "padding")
+            padding = _tuple(padding, n, f"{name}: padding")
             if any(p < 0 for p in padding):
                 raise ValueError(f"{name}: padding must be non-negative, got {padding}")
         if self.transposed:
             if padding_mode != "zeros":
                 raise ValueError(f"{name}: only padding_mode='zeros' is supported (as in torch)")
-            self.output_padding = _tuple(output_padding, n, "output_padding")
+            self.output_padding = _tuple(output_padding, n, f"{name}: output_padding")
             for op, s, d in zip(self.output_padding, self.stride, self.dilation):
                 if not 0 <= op < max(s, d):
                     raise ValueError(

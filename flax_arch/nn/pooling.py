@@ -1,6 +1,14 @@
-"""torch's pooling layers, channels-last."""
+"""torch's pooling layers, channels-last: x is (batch, *spatial, channels), or without the
+batch axis, as torch's unbatched form.
+
+Indices (``return_indices=True``) are torch's: for each output, the flat index of the chosen
+input element within its channel's spatial grid, ``h * width + w`` in 2-D (``d * height *
+width + h * width + w`` in 3-D), laid out channels-last like the values.
+"""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +18,10 @@ from jax import lax
 
 from flax_arch.nn import lowering
 from flax_arch.nn._util import Array, _check_input, _check_positive, _tuple
+
+_LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)",
+            3: "(batch, depth, height, width, channels)"}
+
 
 def _pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
     """torch's pooling output size and the extra right padding ceil_mode needs."""
@@ -27,16 +39,32 @@ def _pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
     return out, max(extra, 0)
 
 
+def _lowest(dtype) -> np.ndarray:
+    return np.array(-np.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).min,
+                    dtype)
+
+
+def _index_dtype():
+    return jax.dtypes.canonicalize_dtype(np.int64)  # torch's int64 (int32 unless x64 is on)
+
+
+def _flat_positions(x: Array, ndim: int) -> Array:
+    """Each spatial element's flat index in its channel's grid, shaped to broadcast against
+    x: (1, ..., *spatial, 1)."""
+    spatial = x.shape[x.ndim - ndim - 1:-1]
+    flat = jnp.arange(math.prod(spatial), dtype=_index_dtype()).reshape(spatial)
+    return flat.reshape((1,) * (x.ndim - ndim - 1) + spatial + (1,))
+
+
 class _Pool(nnx.Module):
     ndim: int
-    layout: str
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode):
         n, name = self.ndim, type(self).__name__
-        self.kernel_size = _tuple(kernel_size, n, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, n, "stride")
-        self.padding = _tuple(padding, n, "padding")
-        self.dilation = _tuple(dilation, n, "dilation")
+        self.kernel_size = _tuple(kernel_size, n, f"{name}: kernel_size")
+        self.stride = self.kernel_size if stride is None else _tuple(stride, n, f"{name}: stride")
+        self.padding = _tuple(padding, n, f"{name}: padding")
+        self.dilation = _tuple(dilation, n, f"{name}: dilation")
         self.ceil_mode = ceil_mode
         _check_positive(f"{name} kernel_size", self.kernel_size)
         _check_positive(f"{name} stride", self.stride)
@@ -48,7 +76,7 @@ class _Pool(nnx.Module):
             )
 
     def _window(self, x: Array):
-        _check_input(type(self).__name__, x, self.ndim + 2, self.layout, None)
+        _check_input(type(self).__name__, x, self.ndim + 2, _LAYOUTS[self.ndim], None)
         geo = [
             _pool_geometry(s, k, st, p, d, self.ceil_mode)
             for s, k, st, p, d in zip(x.shape[-self.ndim - 1 : -1], self.kernel_size,
@@ -62,39 +90,97 @@ class _Pool(nnx.Module):
         return dims, strides, dil, pads
 
 
+# ----------------------------------------------------------------------------- max
+
+
+def _max_with_indices(taps):
+    """The first maximum of each window in torch's scan order, and its index; ``taps``
+    yields (values, indices) per kernel offset, padding marked by index -1 (a real element
+    always replaces padding, a NaN propagates: the rules of torch's kernels)."""
+    y = yi = None
+    for tap, ti in taps:
+        if y is None:
+            y, yi = tap, jnp.broadcast_to(ti, tap.shape)
+            continue
+        take = (tap > y) | ((yi < 0) & (ti >= 0))
+        if jnp.issubdtype(tap.dtype, jnp.floating):
+            take = take | jnp.isnan(tap)
+        y, yi = jnp.where(take, tap, y), jnp.where(take, ti, yi)
+    return y, yi
+
+
 class _MaxPool(_Pool):
-    def __call__(self, x: Array) -> Array:
+    def __init__(self, kernel_size, stride, padding, dilation, return_indices, ceil_mode):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        self.return_indices = return_indices
+
+    def __call__(self, x: Array) -> Array | tuple[Array, Array]:
         dims, strides, dil, pads = self._window(x)
-        init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-        return lowering.max_pool(jnp.pad(x, pads, constant_values=init), dims, strides, dil)
+        xp = jnp.pad(x, pads, constant_values=_lowest(x.dtype))
+        if not self.return_indices:
+            return lowering.max_pool(xp, dims, strides, dil)
+        pos = jnp.pad(_flat_positions(x, self.ndim), pads, constant_values=-1)
+        out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(xp.shape, dims, strides,
+                                                                       dil)]
+        spatial = range(x.ndim - self.ndim - 1, x.ndim - 1)
+
+        def taps():  # torch's scan order: row-major over the kernel offsets
+            for offset in np.ndindex(*dims):
+                start = [o * d for o, d in zip(offset, dil)]
+                stop = [a + (m - 1) * s + 1 for a, m, s in zip(start, out, strides)]
+                window = [(start[a], stop[a], strides[a]) if a in spatial else (0, 1, 1)
+                          for a in range(x.ndim)]
+                yield lax.slice(xp, start, stop, strides), lax.slice(pos, *zip(*window))
+
+        return _max_with_indices(taps())
 
 
 class MaxPool1d(_MaxPool):
-    """torch's ``nn.MaxPool1d`` (``ceil_mode`` included). x: (batch, length, channels)."""
+    """torch's ``nn.MaxPool1d``. x: (batch, length, channels) -> (batch, length', channels);
+    with ``return_indices``, also each maximum's index along the input's length."""
 
-    ndim, layout = 1, "(batch, length, channels)"
+    ndim = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
 
 class MaxPool2d(_MaxPool):
-    """torch's ``nn.MaxPool2d`` (``ceil_mode`` included). x: (batch, height, width, channels)."""
+    """torch's ``nn.MaxPool2d``. x: (batch, height, width, channels) -> (batch, h', w',
+    channels); with ``return_indices``, also each maximum's index ``h * width + w``."""
 
-    ndim, layout = 2, "(batch, height, width, channels)"
+    ndim = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
 
-class AvgPool2d(_Pool):
-    """torch's ``nn.AvgPool2d``. x: (batch, height, width, channels).
+class MaxPool3d(_MaxPool):
+    """torch's ``nn.MaxPool3d``. x: (batch, depth, height, width, channels); with
+    ``return_indices``, also each maximum's index ``(d * height + h) * width + w``."""
 
-    The divisor is torch's: the window clipped to the padded input (``count_include_pad``)
-    or to the input itself, or ``divisor_override``.
-    """
+    ndim = 3
 
-    ndim, layout = 2, "(batch, height, width, channels)"
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None):
+
+# ----------------------------------------------------------------------------- average
+
+
+class _AvgPool(_Pool):
+    """The divisor is torch's: the window clipped to the padded input (``count_include_pad``)
+    or to the input itself, or ``divisor_override``."""
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                 divisor_override):
         super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         if divisor_override is not None and divisor_override <= 0:
-            raise ValueError(f"AvgPool2d: divisor_override must be positive, got {divisor_override}")
+            raise ValueError(f"{type(self).__name__}: divisor_override must be positive, got "
+                             f"{divisor_override}")
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def __call__(self, x: Array) -> Array:
@@ -105,50 +191,261 @@ class AvgPool2d(_Pool):
             return total / self.divisor_override
         # count the cells of each window that torch counts: the input, plus its zero padding
         # when count_include_pad; never the extra cells ceil_mode adds on the right.
-        h, w = x.shape[-3:-1]
-        ones = jnp.ones((h, w), x.dtype)
+        n = self.ndim
+        space = slice(x.ndim - n - 1, x.ndim - 1)
+        ones = jnp.ones(x.shape[space], x.dtype)
         if self.count_include_pad:
-            (ph, pw) = self.padding
-            ones = jnp.pad(ones, [(ph, ph), (pw, pw)], constant_values=1)
-            cpads = [(0, hi - lo) for lo, hi in pads[-3:-1]]
+            ones = jnp.pad(ones, [(p, p) for p in self.padding], constant_values=1)
+            cpads = [(0, hi - lo) for lo, hi in pads[space]]
         else:
-            cpads = pads[-3:-1]
-        count = lax.reduce_window(ones, zero, lax.add, dims[-3:-1], strides[-3:-1], cpads)
-        return total / count.reshape((1,) * (x.ndim - 3) + count.shape + (1,))
+            cpads = pads[space]
+        count = lax.reduce_window(ones, zero, lax.add, dims[space], strides[space], cpads)
+        return total / count.reshape((1,) * (x.ndim - n - 1) + count.shape + (1,))
 
 
-class AdaptiveAvgPool2d(nnx.Module):
-    """torch's ``nn.AdaptiveAvgPool2d``: bin i of n over size L covers
-    ``[floor(i * L / n), ceil((i + 1) * L / n))``. x: (batch, h, w, channels) -> (batch, *output_size, channels).
-    """
+class AvgPool1d(_AvgPool):
+    """torch's ``nn.AvgPool1d``. x: (batch, length, channels) -> (batch, length', channels)."""
 
-    def __init__(self, output_size):
-        if isinstance(output_size, int) or output_size is None:
-            output_size = (output_size, output_size)
-        output_size = tuple(output_size)
-        if len(output_size) != 2 or any(o is not None and o <= 0 for o in output_size):
-            raise ValueError(f"AdaptiveAvgPool2d: output_size must be positive, got {output_size}")
-        self.output_size = output_size
+    ndim = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+class AvgPool2d(_AvgPool):
+    """torch's ``nn.AvgPool2d``. x: (batch, height, width, channels) -> (batch, h', w', channels)."""
+
+    ndim = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,
+                         divisor_override)
+
+
+class AvgPool3d(_AvgPool):
+    """torch's ``nn.AvgPool3d``. x: (batch, depth, height, width, channels)."""
+
+    ndim = 3
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,
+                         divisor_override)
+
+
+# ----------------------------------------------------------------------------- power average
+
+
+class _LPPool(nnx.Module):
+    """torch's power-average pooling: ``(sum over the window of x ** p) ** (1 / p)``, from
+    torch's unpadded average pool times the kernel size (so with ``ceil_mode`` an overhanging
+    window's sum is scaled as torch's is); ``p = inf`` is the maximum of ``|x|``."""
+
+    ndim: int
+
+    def __init__(self, norm_type: float, kernel_size, stride, ceil_mode):
+        name = type(self).__name__
+        if norm_type == 0:
+            raise ValueError(f"{name}: norm_type must be a non-zero value, but got {norm_type}")
+        self.norm_type, self.ceil_mode = norm_type, ceil_mode
+        self.kernel_size = _tuple(kernel_size, self.ndim, f"{name}: kernel_size")
+        self.stride = self.kernel_size if stride is None else _tuple(stride, self.ndim,
+                                                                      f"{name}: stride")
+        if abs(norm_type) == math.inf:
+            pool = (MaxPool1d, MaxPool2d, MaxPool3d)[self.ndim - 1]
+            self.pool = pool(self.kernel_size, self.stride, ceil_mode=ceil_mode)
+        else:
+            pool = (AvgPool1d, AvgPool2d, AvgPool3d)[self.ndim - 1]
+            self.pool = pool(self.kernel_size, self.stride, ceil_mode=ceil_mode)
 
     def __call__(self, x: Array) -> Array:
-        _check_input("AdaptiveAvgPool2d", x, 4, "(batch, height, width, channels)", None)
-        for axis, out in zip((-3, -2), self.output_size):
+        p = self.norm_type
+        if p == math.inf:
+            return self.pool(jnp.abs(x))
+        if p == -math.inf:
+            return -self.pool(-jnp.abs(x))
+        out = self.pool(x ** int(p) if float(p).is_integer() else x ** p)
+        magnitude = jnp.abs(out)
+        # torch's sign(out) * relu(|out|): relu's gradient selects, so a zero sum gets none
+        out = jnp.sign(out) * jnp.where(magnitude <= 0, 0, magnitude)
+        return (out * math.prod(self.kernel_size)) ** (1.0 / p)
+
+
+class LPPool1d(_LPPool):
+    """torch's ``nn.LPPool1d``. x: (batch, length, channels) -> (batch, length', channels)."""
+
+    ndim = 1
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__(norm_type, kernel_size, stride, ceil_mode)
+
+
+class LPPool2d(_LPPool):
+    """torch's ``nn.LPPool2d``. x: (batch, height, width, channels) -> (batch, h', w', channels)."""
+
+    ndim = 2
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__(norm_type, kernel_size, stride, ceil_mode)
+
+
+class LPPool3d(_LPPool):
+    """torch's ``nn.LPPool3d``. x: (batch, depth, height, width, channels)."""
+
+    ndim = 3
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__(norm_type, kernel_size, stride, ceil_mode)
+
+
+# ----------------------------------------------------------------------------- adaptive
+
+
+def _bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's adaptive bins: bin i of ``out`` over ``size`` covers
+    ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _output_size(name: str, output_size, n: int) -> tuple[int | None, ...]:
+    if output_size is None or isinstance(output_size, (int, np.integer)):
+        output_size = (output_size,) * n
+    output_size = tuple(output_size)
+    if len(output_size) != n or any(o is not None and o <= 0 for o in output_size):
+        raise ValueError(f"{name}: output_size must be a positive int, None, or a tuple of {n} "
+                         f"of them; got {output_size}")
+    return output_size
+
+
+class _AdaptivePool(nnx.Module):
+    ndim: int
+
+    def __init__(self, output_size):
+        self.output_size = _output_size(type(self).__name__, output_size, self.ndim)
+
+    def _axes(self, x: Array):
+        """(axis, output size) for every spatial axis that changes size."""
+        name = type(self).__name__
+        _check_input(name, x, self.ndim + 2, _LAYOUTS[self.ndim], None)
+        first = x.ndim - self.ndim - 1
+        for axis, out in zip(range(first, x.ndim - 1), self.output_size):
+            if x.shape[axis] == 0:
+                raise ValueError(f"{name} expects non-empty spatial axes; got shape "
+                                 f"{tuple(x.shape)}")
             if out is not None and out != x.shape[axis]:
-                x = _adaptive_mean(x, axis, out)
+                yield axis, out
+
+
+class _AdaptiveAvgPool(_AdaptivePool):
+    def __call__(self, x: Array) -> Array:
+        for axis, out in self._axes(x):
+            x = _adaptive_mean(x, axis, out)
         return x
 
 
 def _adaptive_mean(x: Array, axis: int, out: int) -> Array:
-    axis %= x.ndim
     size = x.shape[axis]
     if size % out == 0:  # equal bins: a reshape and a mean
         shape = (*x.shape[:axis], out, size // out, *x.shape[axis + 1 :])
         return jnp.mean(x.reshape(shape), axis=axis + 1)
-    bins = [
-        lax.slice_in_dim(x, (i * size) // out, -((-(i + 1) * size) // out), axis=axis)
-        for i in range(out)
-    ]
+    starts, ends = _bins(size, out)
+    bins = [lax.slice_in_dim(x, int(a), int(b), axis=axis) for a, b in zip(starts, ends)]
     return jnp.stack([jnp.mean(b, axis=axis) for b in bins], axis=axis)
 
 
-# ----------------------------------------------------------------------------- activations
+class AdaptiveAvgPool1d(_AdaptiveAvgPool):
+    """torch's ``nn.AdaptiveAvgPool1d``: bin i of n over length L averages
+    ``[floor(i * L / n), ceil((i + 1) * L / n))``.
+    x: (batch, length, channels) -> (batch, output_size, channels)."""
+
+    ndim = 1
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPool):
+    """torch's ``nn.AdaptiveAvgPool2d``, bins as :class:`AdaptiveAvgPool1d` on each axis
+    (``None`` keeps an axis). x: (batch, h, w, channels) -> (batch, *output_size, channels)."""
+
+    ndim = 2
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPool):
+    """torch's ``nn.AdaptiveAvgPool3d``. x: (batch, d, h, w, channels) -> (batch,
+    *output_size, channels)."""
+
+    ndim = 3
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+
+class _AdaptiveMaxPool(_AdaptivePool):
+    """The maximum over torch's adaptive bins, one spatial axis after another (the first
+    maximum in row-major order is the first along each axis in turn); the index is torch's."""
+
+    def __init__(self, output_size, return_indices):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def __call__(self, x: Array) -> Array | tuple[Array, Array]:
+        idx = _flat_positions(x, self.ndim)
+        for axis, out in self._axes(x):
+            x, idx = _adaptive_max(x, idx, axis, out)
+        if self.return_indices:
+            return x, jnp.broadcast_to(idx, x.shape)
+        return x
+
+
+def _adaptive_max(x: Array, idx: Array, axis: int, out: int) -> tuple[Array, Array]:
+    starts, ends = _bins(x.shape[axis], out)
+    shape = [1] * x.ndim
+    shape[axis] = out
+
+    def taps():
+        for j in range(int(np.max(ends - starts))):
+            valid = starts + j < ends
+            at = np.where(valid, starts + j, starts)
+            tap = jnp.take(x, at, axis=axis)
+            if not valid.all():  # a shorter bin: its missing taps never win
+                tap = jnp.where(valid.reshape(shape), tap, _lowest(x.dtype))
+            yield tap, jnp.take(idx, at, axis=axis)
+
+    return _max_with_indices(taps())
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
+    """torch's ``nn.AdaptiveMaxPool1d``, bins as :class:`AdaptiveAvgPool1d`.
+    x: (batch, length, channels) -> (batch, output_size, channels)."""
+
+    ndim = 1
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__(output_size, return_indices)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
+    """torch's ``nn.AdaptiveMaxPool2d``. x: (batch, h, w, channels) -> (batch, *output_size,
+    channels)."""
+
+    ndim = 2
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__(output_size, return_indices)
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPool):
+    """torch's ``nn.AdaptiveMaxPool3d``. x: (batch, d, h, w, channels) -> (batch,
+    *output_size, channels)."""
+
+    ndim = 3
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__(output_size, return_indices)

@@ -1,0 +1,285 @@
+"""PyTorch's own oracle: every sample of ``torch.testing._internal.common_modules.module_db``
+whose module has a flax_arch twin of the same name, against torch itself.
+
+For each sample (constructor arguments, forward arguments), in each mode where the module
+behaves differently in train and eval, torch's module and the twin are built from the same
+arguments and hold the same weights (``load_torch_state_dict``); the inputs go channels-last
+where the module has a channel axis. Compared in float64 to 1e-10 relative to the output's
+scale: outputs (integer outputs such as pooling indices exactly; a NaN only where torch has
+one), the running statistics after the call, and the gradients of a random cotangent with
+respect to every parameter and every float input.
+
+A sample that the twin refuses is listed in ``REFUSED`` with the reason, and checked to be
+refused with that message; none is skipped. The counts are asserted at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+pytest.importorskip("expecttest")  # module_db imports it
+from torch.testing._internal.common_modules import module_db  # noqa: E402
+
+import flax_arch  # noqa: E402
+import flax_arch.models.recurrent as recurrent  # noqa: E402
+from flax_arch import nn  # noqa: E402
+
+TOL = 1e-10
+
+
+def _jit(step, *args):
+    return jax.jit(step).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+
+
+def _eager(step, *args):
+    with jax.disable_jit():
+        return step(*args)
+
+
+RUN = _eager
+
+# The recurrent layers are architectures of the slides, in flax_arch.models.
+TWINS = {name: getattr(nn, name) for name in nn.__all__}
+TWINS.update(RNN=recurrent.RNN, LSTM=recurrent.LSTM, GRU=recurrent.GRU)
+
+# (module, sample description, mode) -> the reason, and a regular expression for the error.
+REFUSED: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def channel_axis(name: str, ndim: int) -> int | None:
+    """The axis of torch's input that holds the channels (moved last here), or None when
+    the module has no channel axis (elementwise layers, layers on the trailing axes or on
+    a given ``dim``, recurrent and embedding layers)."""
+    if name.startswith("BatchNorm"):
+        return 1  # (N, C) or (N, C, *): always batched
+    if name[-2:] in ("1d", "2d", "3d") and name != "Softmax2d":
+        return 1 if ndim == int(name[-2]) + 2 else 0  # batched, or torch's unbatched form
+    if name in ("GroupNorm", "LocalResponseNorm", "PReLU"):
+        return 1 if ndim >= 2 else None
+    if name in ("Flatten", "Unflatten"):  # rank 3 and more is channels-last (N, *, C)
+        return 1 if ndim >= 3 else None
+    if name == "Softmax2d":
+        return ndim - 3
+    return None
+
+
+LAYOUTS = {(1, 2): "NC", (1, 3): "NCL", (1, 4): "NCHW", (1, 5): "NCDHW",
+           (0, 2): "CL", (0, 3): "CHW", (0, 4): "CDHW"}
+
+
+def to_flax(a: np.ndarray, axis: int | None) -> np.ndarray:
+    return a if axis is None else flax_arch.to_channels_last(a, LAYOUTS[axis, a.ndim])
+
+
+# ----------------------------------------------------------------------------- the check
+
+
+def _is_float(a) -> bool:
+    return np.issubdtype(np.asarray(a).dtype, np.floating)
+
+
+def build(name: str, args=(), kwargs=None):
+    """torch's module (float64) and its twin from the same arguments, the same weights."""
+    kwargs = kwargs or {}
+    torch_m = getattr(torch.nn, name)(*args, **kwargs).to(torch.float64)
+    cls = TWINS[name]
+    params = inspect.signature(cls.__init__).parameters
+    extra = {"param_dtype": jnp.float64} if "param_dtype" in params else {}
+
+    def construct():
+        rngs = {"rngs": nnx.Rngs(0)} if "rngs" in params else {}
+        return cls(*args, **kwargs, **extra, **rngs)
+
+    # built abstractly, filled with placeholders, then a strict load replaces every variable
+    # (the constructors' own initialisation is tested with each layer, not here)
+    flax_m = nnx.eval_shape(construct)
+    nnx.update(flax_m, jax.tree.map(lambda v: np.zeros(v.shape, v.dtype), nnx.state(flax_m)))
+    flax_arch.load_torch_state_dict(flax_m, torch_m.state_dict())
+    return torch_m, flax_m
+
+
+ERRORS: dict[str, float] = {}  # the largest relative error of each kind, over all checks
+
+
+def assert_close(ours, ref, what: str):
+    """Floats to TOL relative to max(1, max|ref|), NaN only where torch has NaN; integers
+    exactly."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != torch's {ref.shape}"
+    if not _is_float(ref):
+        assert ours.dtype.kind == ref.dtype.kind, f"{what}: dtype {ours.dtype} != {ref.dtype}"
+        np.testing.assert_array_equal(ours, ref, err_msg=what)
+        return
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=f"{what}: NaNs")
+    finite = ~np.isnan(ref)
+    scale = max(1.0, float(np.max(np.abs(ref[finite]), initial=0.0)))
+    err = float(np.max(np.abs(ours[finite] - ref[finite]), initial=0.0))
+    kind = what.split(" ")[0]
+    ERRORS[kind] = max(ERRORS.get(kind, 0.0), err / scale)
+    assert err <= TOL * scale, f"{what}: max|diff| = {err:.3e} > {TOL:.0e} * {scale:.3g}"
+
+
+def _jit(step, *args):
+    # one compiled program per check; XLA's backend optimisation level 0 compiles it in about
+    # 2/3 of the time, the same HLO
+    return jax.jit(step).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+
+
+def _eager(step, *args):
+    # A recurrent layer's scans take seconds to compile; its tiny steps run op by op instead,
+    # every kernel compiled once for all the samples.
+    with jax.disable_jit():
+        return step(*args)
+
+
+def check_twin(name: str, mode: str, args, kwargs, inputs, *, channel=channel_axis,
+               exact_input_grads=None):
+    """torch's ``name(*args, **kwargs)`` and its twin on ``inputs`` (NumPy arrays, or tuples
+    of them, in torch's layout), in ``mode``: outputs, the state after the call, and the
+    gradients of a random cotangent with respect to every parameter and float input.
+
+    ``channel(name, ndim)`` gives the channel axis of each torch array (moved last for the
+    twin), None for none. ``exact_input_grads``, where torch's own float64 gradient is
+    inexact, gives the exact input gradients to compare with instead.
+    """
+    torch_m, flax_m = build(name, args, kwargs)
+    torch_m.train(mode == "train")
+    flax_m.train() if mode == "train" else flax_m.eval()
+    leaves, tree = jax.tree.flatten(list(inputs))
+    diff = [i for i, a in enumerate(leaves) if _is_float(a)]
+
+    def move(a):
+        return to_flax(a, channel(name, a.ndim))
+
+    # torch
+    t_leaves = [torch.from_numpy(np.array(a)).requires_grad_(i in diff)
+                for i, a in enumerate(leaves)]
+    t_out = jax.tree.leaves(torch_m(*jax.tree.unflatten(tree, t_leaves)),
+                            is_leaf=lambda t: isinstance(t, torch.Tensor))
+    float_out = [k for k, o in enumerate(t_out) if o.dtype.is_floating_point]
+    rng = np.random.default_rng(1)
+    cots = [rng.standard_normal(tuple(t_out[k].shape)) for k in float_out]
+    loss = sum((t_out[k] * torch.from_numpy(g)).sum() for k, g in zip(float_out, cots))
+    params = dict(torch_m.named_parameters())
+    wrt = [*params.values(), *(t_leaves[i] for i in diff)]
+    t_grads = (torch.autograd.grad(loss, wrt, allow_unused=True) if wrt and cots
+               else [None] * len(wrt))
+    t_grads = [np.zeros(tuple(w.shape)) if g is None else g.numpy() for w, g in zip(wrt, t_grads)]
+    if exact_input_grads is not None:
+        t_grads[len(params):] = exact_input_grads(leaves, cots)
+
+    # the twin, channels-last
+    f_leaves = [jnp.asarray(move(a)) for a in leaves]
+    f_cots = [jnp.asarray(move(g)) for g in cots]
+    graphdef, state = nnx.split(flax_m)
+
+    def step(state, diff_leaves):
+        def loss_fn(model, diff_leaves):
+            xs = list(f_leaves)
+            for i, x in zip(diff, diff_leaves):
+                xs[i] = x
+            out = jax.tree.leaves(model(*jax.tree.unflatten(tree, xs)))
+            return sum(jnp.sum(out[k] * g) for k, g in zip(float_out, f_cots)), out
+
+        model = nnx.merge(graphdef, state)
+        (_, out), grads = nnx.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            model, diff_leaves)
+        return out, grads, nnx.state(model)
+
+    run = _eager if name in RECURRENT else _jit
+    f_out, (p_grads, x_grads), state = run(step, state, [f_leaves[i] for i in diff])
+    nnx.update(flax_m, state)
+
+    assert len(f_out) == len(t_out), f"{len(f_out)} outputs, torch has {len(t_out)}"
+    for k, (ours, ref) in enumerate(zip(f_out, t_out)):
+        assert_close(ours, move(ref.detach().numpy()), f"output {k}")
+    ours, ref = flax_arch.torch_state_dict(flax_m), torch_m.state_dict()
+    assert set(ours) == set(ref), f"state keys differ: {set(ours) ^ set(ref)}"
+    for key, value in ref.items():
+        assert_close(ours[key], value.numpy(), f"state {key} after the call")
+    f_pgrads = flax_arch.torch_state_dict(flax_m, p_grads)
+    assert set(f_pgrads) == set(params), f"parameters differ: {set(f_pgrads) ^ set(params)}"
+    for key, g in zip(params, t_grads):
+        assert_close(f_pgrads[key], g, f"grad {key}")
+    for i, g, ours in zip(diff, t_grads[len(params):], x_grads):
+        assert_close(ours, move(g), f"grad input {i}")
+
+
+# ----------------------------------------------------------------------------- the samples
+
+RECURRENT = ("RNN", "LSTM", "GRU")
+
+
+def _modes(info) -> tuple[str, ...]:
+    """Both modes where module_db says that they differ; the recurrent layers differ only
+    by dropout, and its samples have none (asserted in test_counts; test_recurrent checks
+    dropout in both modes)."""
+    if info.train_and_eval_differ and info.module_cls.__name__ not in RECURRENT:
+        return ("train", "eval")
+    return ("train",)
+
+
+def _samples():
+    for info in module_db:
+        name = info.module_cls.__name__
+        if name not in TWINS or info.module_cls is not getattr(torch.nn, name):
+            continue
+        for mode in _modes(info):
+            inputs = info.module_inputs_func(info, device="cpu", dtype=torch.float64,
+                                             requires_grad=False, training=mode == "train")
+            for i, sample in enumerate(inputs):
+                yield pytest.param(name, mode, sample, id=f"{name}-{mode}-{i}-{sample.desc}")
+
+
+SAMPLES = list(_samples())
+
+
+def _numpy(tree):
+    return jax.tree.map(lambda t: t.detach().numpy().copy(), tree,
+                        is_leaf=lambda t: isinstance(t, torch.Tensor))
+
+
+@pytest.mark.parametrize("name,mode,sample", SAMPLES)
+def test_sample(name, mode, sample):
+    args = list(sample.forward_input.args)
+    if "input" in sample.forward_input.kwargs:  # Linear's sample passes input=...
+        args.insert(0, sample.forward_input.kwargs["input"])
+    assert set(sample.forward_input.kwargs) <= {"input"}, sample.forward_input.kwargs
+    ctor = sample.constructor_input
+    run = functools.partial(check_twin, name, mode, ctor.args, ctor.kwargs, _numpy(args))
+    refused = REFUSED.get((name, sample.desc, mode))
+    if refused is None:
+        run()
+    else:
+        reason, match = refused
+        with pytest.raises((ValueError, TypeError), match=match):
+            run()
+
+
+def test_counts():
+    """Every module of module_db with a twin is covered, the refusals name real samples, and
+    the recurrent samples have no dropout (so that one mode covers them)."""
+    names = {p.values[0] for p in SAMPLES}
+    covered = {info.module_cls.__name__ for info in module_db} & set(TWINS)
+    assert names == covered
+    keys = {(p.values[0], p.values[2].desc, p.values[1]) for p in SAMPLES}
+    assert set(REFUSED) <= keys, set(REFUSED) - keys
+    for p in SAMPLES:
+        if p.values[0] in RECURRENT:
+            assert not p.values[2].constructor_input.kwargs.get("dropout"), p.id
+    missing = sorted(set(TWINS) - names)
+    print(f"\nmodule_db: {len(SAMPLES)} samples of {len(names)} modules: "
+          f"{len(SAMPLES) - len(REFUSED)} matched, {len(REFUSED)} refused. Twins without "
+          f"module_db samples: {', '.join(missing)}. Largest relative errors: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in sorted(ERRORS.items())))
