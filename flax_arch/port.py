@@ -238,7 +238,8 @@ def _var(ddof_default: bool, fn):
 
 def _minmax(fn, argfn):
     """torch.max / torch.min: of all elements, elementwise against a tensor, or (values,
-    indices) along a dim."""
+    indices) along a dim, where the gradient goes to the index (the first extremum, as
+    torch's), not split among ties as a reduction's."""
 
     def impl(x, dim=None, keepdim=False):
         if isinstance(dim, _T):
@@ -246,9 +247,12 @@ def _minmax(fn, argfn):
         if dim is None:
             return _T(fn(x.a), ())
         i = x.ax(dim)
+        index = argfn(x.a, axis=i, keepdims=True)
+        values = jnp.take_along_axis(x.a, index, axis=i)
+        if not keepdim:
+            values, index = jnp.squeeze(values, i), jnp.squeeze(index, i)
         p = x.p if keepdim else _drop(x.p, {x.p[i]})
-        values = _T(fn(x.a, axis=i, keepdims=keepdim), p)
-        return _MinMax(values, _T(argfn(x.a, axis=i, keepdims=keepdim), p))
+        return _MinMax(_T(values, p), _T(index, p))
 
     return impl
 
@@ -856,10 +860,12 @@ class _Step:
 
 
 class _Program:
-    """One traced graph, translated (hashed by identity: static data of the NNX module)."""
+    """One traced graph, translated (hashed by identity: static data of the NNX module).
+    ``shapes``: the torch shapes of the inputs it was traced for where its forward read them
+    (None: any shapes)."""
 
-    def __init__(self, steps):
-        self.steps = tuple(steps)
+    def __init__(self, steps, shapes=None):
+        self.steps, self.shapes = tuple(steps), shapes
 
 
 def _resolve(a, env):
@@ -902,9 +908,10 @@ def _where(node) -> str:
     return f"node '{node.name}'" + (f" in module '{next(reversed(stack))}'" if stack else "")
 
 
-def _translate(graph, module, lifted: dict):
+def _translate(graph, module, lifted: dict, shapes):
     """The graph as a :class:`_Program`, what it cannot translate (``(op, node, why)``), and
-    the tensors it reads that are no parameter or buffer (``lifted``: those fx made)."""
+    the tensors it reads that are no parameter or buffer (``lifted``: those fx made).
+    ``shapes``: the input shapes the graph was traced for, where it holds them."""
     table, _ = _function_table()
     steps, problems, constants = [], [], {}
     for node in graph.nodes:
@@ -943,7 +950,7 @@ def _translate(graph, module, lifted: dict):
                 problems.append((public, _where(node), why))
             steps.append(_Step("call", node.name, fn=fn, args=args, kwargs=kwargs,
                                inplace=inplace or kwargs.get("inplace") is True))
-    return _Program(steps), problems, constants
+    return _Program(steps, shapes), problems, constants
 
 
 # ----------------------------------------------------------------------------- the modules
@@ -984,6 +991,13 @@ class Ported(Stochastic):
                             f"after the example inputs keep their defaults); got {len(inputs)}")
         env = {s.name: _amap(lambda a: held(jnp.asarray(a)), x)
                for s, x in zip(placeholders, inputs)}
+        if program.shapes is not None:
+            got = tuple(env[s.name].shape() for s in placeholders[:len(inputs)])
+            if got != program.shapes[:len(inputs)]:
+                raise ValueError(
+                    f"this port was traced for inputs of torch shapes {program.shapes} (its "
+                    f"forward reads its inputs' shapes, so fx could only trace it at the "
+                    f"example's); got {got}: port it again with examples of these shapes")
         for step in program.steps:
             if step.op == "placeholder":
                 if step.name not in env:
@@ -1034,16 +1048,99 @@ def _build(m, called: set[str], path: str) -> nnx.Module:
 # ----------------------------------------------------------------------------- port
 
 
-def _trace(module, n_inputs: int):
-    """The module's fx graph, the arguments after the first ``n_inputs`` at their defaults."""
+def _tracers():
+    """fx's tracer with the port's leaves, and one whose shape queries answer with the
+    example inputs' sizes (for a forward that checks its input's shape: torch.export
+    specialises on static shapes the same way)."""
+    import torch
     import torch.fx as fx
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m, qualname):
             return _is_leaf(m)
 
+    class ShapeProxy(fx.Proxy):
+        def size(self, dim=None):
+            value = self.node.meta["value"]
+            return value.size() if dim is None else value.size(dim)
+
+        def dim(self):
+            return self.node.meta["value"].dim()
+
+        def numel(self):
+            return self.node.meta["value"].numel()
+
+        shape = property(lambda self: self.node.meta["value"].shape)
+        ndim = property(lambda self: self.node.meta["value"].ndim)
+
+        def __len__(self):
+            return len(self.node.meta["value"])
+
+        def __iter__(self):  # a tuple-valued node (chunk, split) unpacks to its length
+            value = self.node.meta["value"]
+            if isinstance(value, (tuple, list)):
+                return iter([self[i] for i in range(len(value))])
+            return super().__iter__()
+
+    class ShapeTracer(Tracer):
+        """Runs the module on the example inputs while tracing, node by node (with fx's
+        patches of Module.__call__ and __getattr__ bypassed while it does)."""
+
+        def __init__(self, arguments):
+            super().__init__()
+            self.arguments, self.eager = iter(arguments), False
+
+        def proxy(self, node):
+            return ShapeProxy(node, self)
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            if self.eager:
+                return attr_val
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+        def call_module(self, m, forward, args, kwargs):
+            if self.eager:
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
+
+        def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
+            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
+            node = proxy.node
+            a, k = fx.node.map_arg((node.args, node.kwargs), lambda n: n.meta["value"])
+            self.eager = True
+            try:
+                if kind == "placeholder":
+                    value = next(self.arguments)
+                elif kind == "get_attr":
+                    value = functools.reduce(getattr, target.split("."), self.root)
+                elif kind == "call_function":
+                    value = target(*a, **k)
+                elif kind == "call_method":
+                    value = getattr(a[0], target)(*a[1:], **k)
+                elif kind == "call_module":
+                    value = self.root.get_submodule(target)(*a, **k)
+                else:
+                    value = None
+            finally:
+                self.eager = False
+            node.meta["value"] = value
+            return proxy
+
+    del torch
+    return Tracer, ShapeTracer
+
+
+def _trace(module, example_inputs):
+    """The module's fx graph (the forward's arguments after the example inputs at their
+    defaults), the tensors fx lifted into it, and the example inputs' shapes where the graph
+    holds them (None: the graph works for any shape)."""
+    import copy
+
+    import torch
+
+    Tracer, ShapeTracer = _tracers()
     concrete = {}
-    for p in list(inspect.signature(module.forward).parameters.values())[n_inputs:]:
+    for p in list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.default is p.empty:
@@ -1051,15 +1148,29 @@ def _trace(module, n_inputs: int):
                             f"{p.name!r}; give an example input for it")
         concrete[p.name] = p.default
     before = set(vars(module))
+    shapes = None
     try:
-        graph = Tracer().trace(module, concrete_args=concrete or None)
-    except Exception as err:
-        raise PortError(f"port: torch.fx cannot trace {type(module).__name__}: {err}") from err
+        try:
+            graph = Tracer().trace(module, concrete_args=concrete or None)
+        except Exception as err:  # noqa: BLE001 - fx raises several types for control flow
+            inputs = [torch.as_tensor(np.asarray(x)) if not hasattr(x, "detach") else
+                      x.detach().clone() for x in example_inputs]
+            saved = copy.deepcopy(module.state_dict())
+            try:
+                with torch.no_grad(), torch.random.fork_rng():
+                    graph = ShapeTracer([*inputs, *concrete.values()]).trace(
+                        module, concrete_args=concrete or None)
+            except Exception:  # noqa: BLE001 - data-dependent control flow: fx's own error
+                raise PortError(f"port: torch.fx cannot trace {type(module).__name__}: "
+                                f"{err}") from err
+            finally:  # the eager run may have updated running statistics
+                module.load_state_dict(saved)
+            shapes = tuple(tuple(x.shape) for x in inputs)
     finally:  # fx leaves the tensor constants it lifts on the module: take them back
         added = {name: vars(module)[name] for name in set(vars(module)) - before}
         for name in added:
             delattr(module, name)
-    return graph, added
+    return graph, added, shapes
 
 
 def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
@@ -1085,8 +1196,8 @@ def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
     try:
         for training in (True, False):
             module.train(training)
-            graph, lifted = _trace(module, len(example_inputs))
-            programs[training], found, consts = _translate(graph, module, lifted)
+            graph, lifted, shapes = _trace(module, example_inputs)
+            programs[training], found, consts = _translate(graph, module, lifted, shapes)
             for problem in found:
                 problems.setdefault(problem, []).append("train" if training else "eval")
             constants.update(consts)
