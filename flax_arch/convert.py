@@ -4,6 +4,8 @@
 
     python -m flax_arch.convert MODEL weights.pt  ckpt_dir   [--kwargs ...] [--no-strict]
     python -m flax_arch.convert MODEL ckpt_dir    weights.safetensors
+    python -m flax_arch.convert torchvision.models:mobilenet_v2 weights.pth ckpt_dir \
+        [--input 1,3,224,224] [--kwargs ...]
 
 The direction follows the source: a ``.pt``/``.pth`` file (a ``state_dict`` saved with
 ``torch.save``, read with ``weights_only=True``) or a ``.safetensors`` file becomes a new
@@ -201,8 +203,32 @@ def _from_checkpoint(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
     flax_to_torch(args.model, kwargs, args.src, args.dst)
 
 
+def _from_torch_module(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+    """MODEL named by import path (``torchvision.models:mobilenet_v2``): the torch module it
+    builds with --kwargs, the weights loaded into it (strictly unless --no-strict), ported by
+    :func:`flax_arch.port` at an --input of that torch shape, becomes a new Flax checkpoint
+    of the port's state (restore it into ``port(module, input)``)."""
+    import torch
+
+    from flax_arch.port import build_torch_module, port
+
+    if Path(args.dst).exists():
+        raise ConversionError(f"{args.dst} already exists; not overwriting it")
+    module = build_torch_module(args.model, **kwargs)
+    try:
+        module.load_state_dict(read_torch_file(args.src, args.key), strict=args.strict)
+    except RuntimeError as err:  # torch's strict load names every bad key
+        raise ConversionError(f"{args.src} does not fit {args.model}: {err}") from err
+    shape = tuple(int(n) for n in args.input.split(","))
+    ported = port(module.eval(), torch.zeros(shape))
+    save_model(args.dst, args.model, kwargs, ported, source=Path(args.src).name,
+               port_input=list(shape))
+
+
 def _conversion(args: argparse.Namespace) -> Conversion:
-    """The conversion the arguments ask for, told by the source."""
+    """The conversion the arguments ask for, told by the source (and MODEL)."""
+    if ":" in args.model:
+        return _from_torch_module
     if Path(args.src).suffix in WEIGHT_SUFFIXES:
         return _from_torch_file
     return _from_checkpoint
@@ -213,13 +239,17 @@ def _parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("model", help="the registered model name")
+    p.add_argument("model", help="the registered model name, or a torch model to port named "
+                   "by import path, package.module:callable")
     p.add_argument("src", help="a .pt/.pth/.safetensors file, or a Flax checkpoint directory")
     p.add_argument("dst", help="a new Flax checkpoint directory, or a .pt/.pth/.safetensors file")
     add_kwargs_option(p)
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="load the keys that fit and report the rest")
     p.add_argument("--key", help="the nested state_dict entry of a .pt dictionary")
+    p.add_argument("--input", default="1,3,224,224", metavar="N,C,...",
+                   help="a torch model's example input shape, for the port (default "
+                   "1,3,224,224)")
     return p
 
 

@@ -50,7 +50,7 @@ from flax_arch.interop import IDENTITY, _rules_for, _to_numpy, load_torch_state_
 from flax_arch.models import recurrent
 from flax_arch.nn.containers import Stochastic
 
-__all__ = ["port", "PortError", "Ported", "TracedModule"]
+__all__ = ["port", "PortError", "Ported", "TracedModule", "build_torch_module"]
 
 
 class PortError(ValueError):
@@ -1244,3 +1244,28 @@ def _port_leaf(module, channels_last: bool):
     _load(leaf, module)
     leaf.train() if module.training else leaf.eval()
     return leaf
+
+
+def build_torch_module(spec: str, **kwargs):
+    """The torch module that ``spec``, ``'package.module:callable'`` (a class or a builder,
+    such as ``'torchvision.models:mobilenet_v2'``), builds with ``kwargs`` (the command-line
+    tools' way to name a model that is not registered)."""
+    import importlib
+
+    import torch
+
+    module_name, sep, attr = spec.partition(":")
+    if not (sep and module_name and attr):
+        raise ValueError(f"a torch model is named 'package.module:callable', got {spec!r}")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import {module_name!r} (from {spec!r}): {err}") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{module_name!r} has no {attr!r} (from {spec!r})")
+        obj = getattr(obj, part)
+    module = obj(**kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(f"{spec} built a {type(module).__name__}, not a torch.nn.Module")
+    return module
