@@ -694,17 +694,17 @@ def _function_table():
     table = {getattr: _getattr, torch._assert: _assert, fx_trace._assert_is_none: _assert}
     for iname, name in _INPLACE_OPERATORS.items():
         table[getattr(operator, iname)] = _FUNCTIONS[name]
+    # torch.embedding(weight, indices) is not F.embedding's order; operator.concat joins lists
+    skip = {id(torch): {"embedding"}, id(operator): {"concat"}}
     for name, impl in _FUNCTIONS.items():
         if name in _POOLS and not hasattr(fnn, _POOLS[name]):
             continue  # no flax_arch layer (yet): refused by name
-        for _, ns in namespaces:
+        for ns in (F, torch, operator, *([sys.modules["torchvision"].ops]
+                                         if "torchvision" in sys.modules else [])):
             fn = getattr(ns, name, None)
-            if callable(fn) and not (ns is torch and name in _NOT_AS_IN_F):
+            if callable(fn) and name not in skip.get(id(ns), ()):
                 table.setdefault(fn, impl)
     return table, public
-
-
-_NOT_AS_IN_F = {"embedding"}  # torch.embedding(weight, indices) is not F.embedding's order
 
 
 def _method(name: str):
@@ -992,7 +992,8 @@ class Ported(Stochastic):
         env = {s.name: _amap(lambda a: held(jnp.asarray(a)), x)
                for s, x in zip(placeholders, inputs)}
         if program.shapes is not None:
-            got = tuple(env[s.name].shape() for s in placeholders[:len(inputs)])
+            got = tuple(env[s.name].shape() if isinstance(env[s.name], _T) else None
+                        for s in placeholders[:len(inputs)])
             if got != program.shapes[:len(inputs)]:
                 raise ValueError(
                     f"this port was traced for inputs of torch shapes {program.shapes} (its "
@@ -1153,8 +1154,9 @@ def _trace(module, example_inputs):
         try:
             graph = Tracer().trace(module, concrete_args=concrete or None)
         except Exception as err:  # noqa: BLE001 - fx raises several types for control flow
-            inputs = [torch.as_tensor(np.asarray(x)) if not hasattr(x, "detach") else
-                      x.detach().clone() for x in example_inputs]
+            inputs = [x.detach().clone() if hasattr(x, "detach") else
+                      torch.as_tensor(np.asarray(x)) if hasattr(x, "ndim") else x
+                      for x in example_inputs]
             saved = copy.deepcopy(module.state_dict())
             try:
                 with torch.no_grad(), torch.random.fork_rng():
@@ -1165,7 +1167,7 @@ def _trace(module, example_inputs):
                                 f"{err}") from err
             finally:  # the eager run may have updated running statistics
                 module.load_state_dict(saved)
-            shapes = tuple(tuple(x.shape) for x in inputs)
+            shapes = tuple(tuple(x.shape) if hasattr(x, "shape") else None for x in inputs)
     finally:  # fx leaves the tensor constants it lifts on the module: take them back
         added = {name: vars(module)[name] for name in set(vars(module)) - before}
         for name in added:

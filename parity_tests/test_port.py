@@ -11,6 +11,7 @@ layer matters to the output.
 
 from __future__ import annotations
 
+import collections
 import sys
 
 import jax
@@ -412,8 +413,12 @@ def test_load_torch_state_dict_into_a_port():
     flax_arch.testing.assert_close(ported(jnp.asarray(x.transpose(0, 2, 3, 1))), ref, FLOAT64)
 
 
+TrainOutputs = collections.namedtuple("TrainOutputs", ["logits", "aux"])
+
+
 class Branches(nn.Module):
-    """A forward that branches on ``self.training``: an auxiliary output in train mode."""
+    """A forward that branches on ``self.training``: a namedtuple with an auxiliary output in
+    train mode (as torchvision's GoogLeNet), a tensor in eval mode."""
 
     def __init__(self):
         super().__init__()
@@ -423,7 +428,7 @@ class Branches(nn.Module):
     def forward(self, x):
         y = F.dropout(self.fc(x), 0.0, self.training)
         if self.training:
-            return y, self.aux(x)
+            return TrainOutputs(y, self.aux(x))
         return y
 
 
@@ -435,7 +440,8 @@ def test_train_and_eval_graphs():
     assert not model.training and ported.deterministic  # the port starts in torch's mode
     assert isinstance(ported(jnp.asarray(x)), jax.Array)
     ported.train()
-    assert isinstance(ported(jnp.asarray(x)), tuple)
+    out = ported(jnp.asarray(x))
+    assert isinstance(out, TrainOutputs) and out.aux.shape == (3, 2)
     assert not model.training  # port() restored the torch module's mode
     for train in (True, False):
         check(model, x, train=train)
