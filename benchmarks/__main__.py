@@ -8,6 +8,7 @@ Examples::
     python -m benchmarks --models mlp,resnet18 --batch-size 1,64 --torch-compile
     python -m benchmarks --dtype float32,bfloat16 --json out.json --plot out.png
     python -m benchmarks --list
+    python -m benchmarks --port torchvision.models:mobilenet_v2 --input 1,3,224,224
 
 Every number comes with its spread; a case whose timings did not settle, stayed spread out,
 or shared the machine with other work is marked unstable, and the geometric means leave it
@@ -91,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "benchmarks/results/<device>[_quick][_<dtype>][_torch-compile]"
                         "[_<lowering>-forms].{md,json,png}, replacing the previous one")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
+    p.add_argument("--port", metavar="package.module:callable",
+                   help="instead of the registry: a torch model named by import path, ported "
+                        "by flax_arch.port and timed against itself (forward)")
+    p.add_argument("--input", default="1,3,224,224", metavar="N,C,...",
+                   help="--port: the input's torch shape (default 1,3,224,224)")
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="run nothing: print (and write with --json/--markdown/--plot) the "
                         "records of earlier runs' JSON files, merged in order")
@@ -249,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         lowering=args.lowering,
         peak_gflops=args.peak_gflops,
     )
+    if args.port:
+        _write(_port(args, opts, device, dtypes, note), args, note)
+        return 0
     if args.save:
         stem = RESULTS / "_".join([device.slug] + ["quick"] * quick
                                   + [d for d in dtypes if d != "float32"]
@@ -273,6 +282,34 @@ def main(argv: list[str] | None = None) -> int:
     _write(records, args, note)
     print(f"wall time: {elapsed:.1f} s")
     return 130 if interrupted else 0
+
+
+def _port(args, opts, device, dtypes, note):
+    """--port: the torch model, in each dtype on the device, against its port (the same
+    weights, a random input of --input's shape, channels-last for JAX)."""
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from benchmarks import harness
+    from flax_arch.port import build_torch_module, port
+
+    if "train" in args.modes:
+        note("--port times the forward call only (a training step needs a loss and a target)")
+    shape = tuple(int(n) for n in args.input.split(","))
+    x = np.random.default_rng(opts.seed + 1).standard_normal(shape).astype(np.float32)
+    records = []
+    for dtype in dtypes:
+        torch.manual_seed(opts.seed)
+        module = build_torch_module(args.port).eval().to(getattr(torch, dtype))
+        t_in = torch.from_numpy(x).to(device=device.torch_device, dtype=getattr(torch, dtype))
+        ported = port(module, t_in.cpu())
+        pair = harness.Pair(ported, module.to(device.torch_device),
+                            (jnp.asarray(np.moveaxis(x, 1, -1) if x.ndim >= 3 else x, dtype),),
+                            (t_in,), batch_size=shape[0])
+        records += harness.run_pair(pair, ["forward"], opts, device, model=args.port,
+                                    dtype=dtype, family="port", note=note)
+    return records
 
 
 def _interrupt(signum, frame):

@@ -85,3 +85,18 @@ def test_an_untranslatable_model_is_refused_before_writing(tmp_path, capsys):
     assert "torch.nn.MultiheadAttention; nothing was built: no flax_arch layer" in \
         capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_benchmarks_time_a_port_against_its_torch_model(tmp_path):
+    """``python -m benchmarks --port SPEC --input SHAPE``: one forward record, both sides
+    timed (the numbers themselves are the benchmarks' business)."""
+    import json
+
+    from benchmarks.__main__ import main as bench
+
+    out = tmp_path / "port.json"
+    assert bench(["--port", SPEC, "--input", "1,3,32,32", "--budget", "0.5",
+                  "--json", str(out)]) == 0
+    (record,) = json.loads(out.read_text())
+    assert record["model"] == SPEC and record["mode"] == "forward" and not record["error"]
+    assert record["jax_ms"] > 0 and record["torch_eager_ms"] > 0 and record["batch_size"] == 1
