@@ -256,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         peak_gflops=args.peak_gflops,
     )
     if args.port:
-        _write(_port(args, opts, device, dtypes, note), args, note)
+        try:
+            records = _port(args, opts, device, dtypes, note)
+        except ValueError as err:  # a bad import path or shape, an op the port refuses
+            note(f"--port: {err}")
+            return USAGE_ERROR
+        _write(records, args, note)
         return 0
     if args.save:
         stem = RESULTS / "_".join([device.slug] + ["quick"] * quick
