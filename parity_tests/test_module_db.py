@@ -1,16 +1,17 @@
 """PyTorch's own oracle: every sample of ``torch.testing._internal.common_modules.module_db``
-whose module has a flax_arch twin of the same name, against torch itself.
+whose module has a ``flax_arch.nn`` twin of the same name, against torch itself (the recurrent
+layers' samples run in test_recurrent.py, with the same check).
 
 For each sample (constructor arguments, forward arguments), in each mode where the module
 behaves differently in train and eval, torch's module and the twin are built from the same
 arguments and hold the same weights (``load_torch_state_dict``); the inputs go channels-last
 where the module has a channel axis. Compared in float64 to 1e-10 relative to the output's
-scale: outputs (integer outputs such as pooling indices exactly; a NaN only where torch has
-one), the running statistics after the call, and the gradients of a random cotangent with
-respect to every parameter and every float input.
+scale: outputs (integer outputs such as pooling indices exactly; NaN and infinities only where
+torch has them), the running statistics after the call, and the gradients of a random
+cotangent with respect to every parameter and every float input.
 
 A sample that the twin refuses is listed in ``REFUSED`` with the reason, and checked to be
-refused with that message; none is skipped. The counts are asserted at the end.
+refused with that message; none is skipped. The counts are asserted and printed at the end.
 """
 
 from __future__ import annotations
@@ -28,27 +29,21 @@ from flax import nnx
 pytest.importorskip("expecttest")  # module_db imports it
 from torch.testing._internal.common_modules import module_db  # noqa: E402
 
+# torch's testing utilities freeze the global backend flags on import (common_utils calls
+# torch.backends.disable_global_flags()); unfreeze them, so that the rest of the suite and
+# flax_arch.testing may still set TF32 off as they do
+torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+assert not torch.backends.flags_frozen()
+
 import flax_arch  # noqa: E402
 import flax_arch.models.recurrent as recurrent  # noqa: E402
 from flax_arch import nn  # noqa: E402
 
 TOL = 1e-10
 
-
-def _jit(step, *args):
-    return jax.jit(step).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
-
-
-def _eager(step, *args):
-    with jax.disable_jit():
-        return step(*args)
-
-
-RUN = _eager
-
-# The recurrent layers are architectures of the slides, in flax_arch.models.
+# flax_arch.nn's layers; the recurrent ones are architectures of the slides, in flax_arch.models
 TWINS = {name: getattr(nn, name) for name in nn.__all__}
-TWINS.update(RNN=recurrent.RNN, LSTM=recurrent.LSTM, GRU=recurrent.GRU)
+RECURRENT = {name: getattr(recurrent, name) for name in ("RNN", "LSTM", "GRU")}
 
 # (module, sample description, mode) -> the reason, and a regular expression for the error.
 REFUSED: dict[tuple[str, str, str], tuple[str, str]] = {}
@@ -63,13 +58,15 @@ def channel_axis(name: str, ndim: int) -> int | None:
     a given ``dim``, recurrent and embedding layers)."""
     if name.startswith("BatchNorm"):
         return 1  # (N, C) or (N, C, *): always batched
-    if name[-2:] in ("1d", "2d", "3d") and name != "Softmax2d":
+    if name[-2:] in ("1d", "2d", "3d") and name not in ("Softmax2d", "Dropout2d"):
         return 1 if ndim == int(name[-2]) + 2 else 0  # batched, or torch's unbatched form
     if name in ("GroupNorm", "LocalResponseNorm", "PReLU"):
         return 1 if ndim >= 2 else None
     if name in ("Flatten", "Unflatten"):  # rank 3 and more is channels-last (N, *, C)
         return 1 if ndim >= 3 else None
-    if name == "Softmax2d":
+    if name in ("Upsample", "Dropout2d"):  # batched only (Dropout2d: (N, C, L) too)
+        return 1
+    if name in ("Softmax2d", "PixelShuffle", "PixelUnshuffle"):  # (*, C, H, W)
         return ndim - 3
     return None
 
@@ -79,7 +76,11 @@ LAYOUTS = {(1, 2): "NC", (1, 3): "NCL", (1, 4): "NCHW", (1, 5): "NCDHW",
 
 
 def to_flax(a: np.ndarray, axis: int | None) -> np.ndarray:
-    return a if axis is None else flax_arch.to_channels_last(a, LAYOUTS[axis, a.ndim])
+    if axis is None:
+        return a
+    if (axis, a.ndim) in LAYOUTS:
+        return flax_arch.to_channels_last(a, LAYOUTS[axis, a.ndim])
+    return np.moveaxis(a, axis, -1)  # (*, C, H, W) with more leading axes
 
 
 # ----------------------------------------------------------------------------- the check
@@ -93,13 +94,17 @@ def build(name: str, args=(), kwargs=None):
     """torch's module (float64) and its twin from the same arguments, the same weights."""
     kwargs = kwargs or {}
     torch_m = getattr(torch.nn, name)(*args, **kwargs).to(torch.float64)
-    cls = TWINS[name]
+    with torch.no_grad():  # no parameter at a special value (norms start at ones and zeros)
+        gen = torch.Generator().manual_seed(0)
+        for p in torch_m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    cls = TWINS.get(name) or RECURRENT[name]
     params = inspect.signature(cls.__init__).parameters
     extra = {"param_dtype": jnp.float64} if "param_dtype" in params else {}
 
-    def construct():
-        rngs = {"rngs": nnx.Rngs(0)} if "rngs" in params else {}
-        return cls(*args, **kwargs, **extra, **rngs)
+    def construct():  # rngs where initialisation needs them (not a dropout's own stream)
+        needs = "rngs" in params and params["rngs"].default is inspect.Parameter.empty
+        return cls(*args, **kwargs, **extra, **({"rngs": nnx.Rngs(0)} if needs else {}))
 
     # built abstractly, filled with placeholders, then a strict load replaces every variable
     # (the constructors' own initialisation is tested with each layer, not here)
@@ -113,8 +118,8 @@ ERRORS: dict[str, float] = {}  # the largest relative error of each kind, over a
 
 
 def assert_close(ours, ref, what: str):
-    """Floats to TOL relative to max(1, max|ref|), NaN only where torch has NaN; integers
-    exactly."""
+    """Floats to TOL relative to max(1, max|ref|) (NaN only where torch has NaN, infinities
+    where torch has them); integers exactly."""
     ours, ref = np.asarray(ours), np.asarray(ref)
     assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != torch's {ref.shape}"
     if not _is_float(ref):
@@ -122,7 +127,8 @@ def assert_close(ours, ref, what: str):
         np.testing.assert_array_equal(ours, ref, err_msg=what)
         return
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=f"{what}: NaNs")
-    finite = ~np.isnan(ref)
+    np.testing.assert_array_equal(ours[np.isinf(ref)], ref[np.isinf(ref)], err_msg=f"{what}: inf")
+    finite = np.isfinite(ref)
     scale = max(1.0, float(np.max(np.abs(ref[finite]), initial=0.0)))
     err = float(np.max(np.abs(ours[finite] - ref[finite]), initial=0.0))
     kind = what.split(" ")[0]
@@ -218,31 +224,29 @@ def check_twin(name: str, mode: str, args, kwargs, inputs, *, channel=channel_ax
 
 # ----------------------------------------------------------------------------- the samples
 
-RECURRENT = ("RNN", "LSTM", "GRU")
-
 
 def _modes(info) -> tuple[str, ...]:
-    """Both modes where module_db says that they differ; the recurrent layers differ only
-    by dropout, and its samples have none (asserted in test_counts; test_recurrent checks
-    dropout in both modes)."""
+    """Both modes where module_db says that they differ. The recurrent layers differ only by
+    dropout, and their samples have none (asserted where they run; test_recurrent checks
+    dropout in both modes): one mode covers them."""
     if info.train_and_eval_differ and info.module_cls.__name__ not in RECURRENT:
         return ("train", "eval")
     return ("train",)
 
 
-def _samples():
+def module_db_samples(names) -> list:
+    """``pytest.param(name, mode, sample)`` for every module_db sample of these modules."""
+    params = []
     for info in module_db:
         name = info.module_cls.__name__
-        if name not in TWINS or info.module_cls is not getattr(torch.nn, name):
+        if name not in names or info.module_cls is not getattr(torch.nn, name):
             continue
         for mode in _modes(info):
             inputs = info.module_inputs_func(info, device="cpu", dtype=torch.float64,
                                              requires_grad=False, training=mode == "train")
-            for i, sample in enumerate(inputs):
-                yield pytest.param(name, mode, sample, id=f"{name}-{mode}-{i}-{sample.desc}")
-
-
-SAMPLES = list(_samples())
+            params += [pytest.param(name, mode, sample, id=f"{name}-{mode}-{i}-{sample.desc}")
+                       for i, sample in enumerate(inputs)]
+    return params
 
 
 def _numpy(tree):
@@ -250,8 +254,8 @@ def _numpy(tree):
                         is_leaf=lambda t: isinstance(t, torch.Tensor))
 
 
-@pytest.mark.parametrize("name,mode,sample", SAMPLES)
-def test_sample(name, mode, sample):
+def run_sample(name: str, mode: str, sample) -> None:
+    """:func:`check_twin` on one module_db sample, or its refusal where REFUSED lists it."""
     args = list(sample.forward_input.args)
     if "input" in sample.forward_input.kwargs:  # Linear's sample passes input=...
         args.insert(0, sample.forward_input.kwargs["input"])
@@ -267,17 +271,20 @@ def test_sample(name, mode, sample):
             run()
 
 
+SAMPLES = module_db_samples(TWINS)
+
+
+@pytest.mark.parametrize("name,mode,sample", SAMPLES)
+def test_sample(name, mode, sample):
+    run_sample(name, mode, sample)
+
+
 def test_counts():
-    """Every module of module_db with a twin is covered, the refusals name real samples, and
-    the recurrent samples have no dropout (so that one mode covers them)."""
+    """Every module of module_db with a twin is covered and the refusals name real samples."""
     names = {p.values[0] for p in SAMPLES}
-    covered = {info.module_cls.__name__ for info in module_db} & set(TWINS)
-    assert names == covered
+    assert names == {info.module_cls.__name__ for info in module_db} & set(TWINS)
     keys = {(p.values[0], p.values[2].desc, p.values[1]) for p in SAMPLES}
     assert set(REFUSED) <= keys, set(REFUSED) - keys
-    for p in SAMPLES:
-        if p.values[0] in RECURRENT:
-            assert not p.values[2].constructor_input.kwargs.get("dropout"), p.id
     missing = sorted(set(TWINS) - names)
     print(f"\nmodule_db: {len(SAMPLES)} samples of {len(names)} modules: "
           f"{len(SAMPLES) - len(REFUSED)} matched, {len(REFUSED)} refused. Twins without "

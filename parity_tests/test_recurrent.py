@@ -22,6 +22,7 @@ import flax_arch
 import flax_arch.models.recurrent as fr
 import torch_ref.recurrent as tr
 from parity_tests.harness import Pair, assert_close, torch_leaves
+from parity_tests.test_module_db import module_db_samples, run_sample
 from parity_tests.tolerances import tolerance
 
 CELLS = {"rnn": (fr.RNN, tr.RNN), "lstm": (fr.LSTM, tr.LSTM), "gru": (fr.GRU, tr.GRU)}
@@ -364,3 +365,66 @@ def test_bad_inputs_and_states_are_named():
     classifier = fr.RNNClassifier(4, 3, 6, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\(batch, seq_len, input_size\) with input_size=4"):
         classifier(np.ones((2, 4, 5)))  # torch's (N, C, L) is not a recurrent layout
+
+
+# ----------------------------------------------------------------------------- torch's module_db
+
+MODULE_DB = module_db_samples(CELLS_BY_NAME := {"RNN", "LSTM", "GRU"})
+
+
+@pytest.mark.parametrize("name,mode,sample", MODULE_DB)
+def test_module_db_sample(name, mode, sample):
+    """torch's own samples (test_module_db's check, float64 to 1e-10): unbatched sequences,
+    with and without initial states, over the options; the LSTM with proj_size 0 and 2."""
+    run_sample(name, mode, sample)
+
+
+def test_module_db_samples_need_one_mode():
+    """Train and eval differ only by dropout, which none of the samples sets."""
+    assert len(MODULE_DB) == 80 and {p.values[0] for p in MODULE_DB} == CELLS_BY_NAME
+    assert not any(p.values[2].constructor_input.kwargs.get("dropout") for p in MODULE_DB)
+    assert {p.values[2].constructor_input.kwargs.get("proj_size") for p in MODULE_DB
+            if p.values[0] == "LSTM"} == {0, 2}
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+@pytest.mark.parametrize("kwargs,shape", [
+    (dict(num_layers=2, bidirectional=True), (5, 2, 4)),
+    (dict(num_layers=3, batch_first=True, bias=False), (2, 5, 4)),
+    (dict(), (1, 3, 4)),
+], ids=str)
+def test_lstm_with_projections(kwargs, shape):
+    """h (and so the output and every layer's input) projected to proj_size=2, c of
+    hidden_size=4; gradients through time to every weight, weight_hr_l{k} included."""
+    seq = "NLC" if kwargs.get("batch_first") else "LNC"
+    x = np.random.default_rng(8).standard_normal(shape)
+    torch_m, flax_m = _modules("lstm", np.float64, shape[-1], 4, proj_size=2, **kwargs)
+    pair = Pair.of_modules(torch_m, flax_m, [x], [seq], _outputs("lstm", seq), np.float64,
+                           family="recurrent")
+    pair.check_forward_and_gradients()
+    out, (h, c) = flax_m(jnp.asarray(x))
+    d = 2 if kwargs.get("bidirectional") else 1
+    assert out.shape[-1] == d * 2 and h.shape[-1] == 2 and c.shape[-1] == 4
+
+
+def test_lstm_with_projections_given_state_and_state_dict():
+    """h_0 of proj_size, c_0 of hidden_size; torch's state_dict (weight_hr_l0_reverse, ...)
+    loads strictly and round-trips."""
+    rng = np.random.default_rng(9)
+    x, h0, c0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((4, 2, 2)), \
+        rng.standard_normal((4, 2, 5))
+    torch_m, flax_m = _modules("lstm", np.float64, 3, 5, num_layers=2, bidirectional=True,
+                               proj_size=2)
+    layouts = ["LNC", "DNC", "DNC"]
+    pair = Pair.of_modules(TorchWithState(torch_m), FlaxWithState(flax_m), [x, h0, c0],
+                           layouts, layouts, family="recurrent")
+    pair.check_forward_and_gradients()
+    back = flax_arch.torch_state_dict(flax_m)
+    assert back["weight_hr_l1_reverse"].shape == (2, 5) and set(back) == set(torch_m.state_dict())
+    for key, value in torch_m.state_dict().items():
+        np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+    with pytest.raises(ValueError, match=r"h_0 of shape \(num_layers \* num_directions, batch, "
+                                         r"proj_size\) = \(4, 2, 2\); got \(4, 2, 5\)"):
+        flax_m(jnp.asarray(x), (jnp.asarray(c0), jnp.asarray(c0)))

@@ -94,8 +94,8 @@ def _layer(cell, x, state, directions, dtype):
     final, ys = lax.scan(step, state, gi)  # ys: L x D x N x H
     if reverse:
         ys = jnp.concatenate([ys[:, :1], jnp.flip(ys[:, 1:], axis=0)], axis=1)
-    seq, _, batch, _ = ys.shape
-    return jnp.swapaxes(ys, 1, 2).reshape(seq, batch, -1), final  # L x N x (D * H)
+    seq, d, batch, h = ys.shape
+    return jnp.swapaxes(ys, 1, 2).reshape(seq, batch, d * h), final  # L x N x (D * H)
 
 
 def _stacked(weights, x, hx, keys, *, cell, state_sizes, batch_first, dropout, dtype):

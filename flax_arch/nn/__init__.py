@@ -50,7 +50,7 @@ from flax_arch.nn.activation import (
 )
 from flax_arch.nn.containers import Sequential, Stochastic
 from flax_arch.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
-from flax_arch.nn.dropout import Dropout
+from flax_arch.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d
 from flax_arch.nn.embedding import Embedding
 from flax_arch.nn.linear import Flatten, Identity, Linear, Unflatten, flatten_chw
 from flax_arch.nn.norm import (
@@ -99,6 +99,13 @@ from flax_arch.nn.pooling import (
     MaxPool2d,
     MaxPool3d,
 )
+from flax_arch.nn.upsampling import (
+    PixelShuffle,
+    PixelUnshuffle,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 
 
 __all__ = [
@@ -111,6 +118,10 @@ __all__ = [
     "Sequential",
     "Stochastic",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "AlphaDropout",
     "Embedding",
     # convolutions
     "Conv1d",
@@ -160,6 +171,12 @@ __all__ = [
     "CircularPad1d",
     "CircularPad2d",
     "CircularPad3d",
+    # resampling
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
     # activations
     "ReLU",
     "ReLU6",

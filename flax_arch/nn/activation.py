@@ -224,7 +224,8 @@ class Hardswish(nnx.Module):
         del inplace
 
     def __call__(self, x: Array) -> Array:
-        return jnp.where(x <= -3, jnp.zeros_like(x), jnp.where(x < 3, x * (x + 3) / 6, x))
+        # x * 0 below -3: -inf gives NaN, as torch's x * relu6(x + 3) / 6
+        return jnp.where(x <= -3, x * 0, jnp.where(x < 3, x * (x + 3) / 6, x))
 
 
 class Hardshrink(nnx.Module):

@@ -189,10 +189,10 @@ class ConvTranspose1d(_ConvNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-                 *, rngs: nnx.Rngs, dtype: Dtype | None = None,
+                 padding_mode: str = "zeros", *, rngs: nnx.Rngs, dtype: Dtype | None = None,
                  param_dtype: Dtype = jnp.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, "zeros", output_padding, rngs=rngs, dtype=dtype,
+                         groups, bias, padding_mode, output_padding, rngs=rngs, dtype=dtype,
                          param_dtype=param_dtype)
 
 
@@ -203,8 +203,8 @@ class ConvTranspose2d(_ConvNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-                 *, rngs: nnx.Rngs, dtype: Dtype | None = None,
+                 padding_mode: str = "zeros", *, rngs: nnx.Rngs, dtype: Dtype | None = None,
                  param_dtype: Dtype = jnp.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, "zeros", output_padding, rngs=rngs, dtype=dtype,
+                         groups, bias, padding_mode, output_padding, rngs=rngs, dtype=dtype,
                          param_dtype=param_dtype)

@@ -290,7 +290,7 @@ class GroupNorm(nnx.Module):
             )
         x, w, b = _dtypes(x, *(None if p is None else p[...] for p in (self.weight, self.bias)),
                           dtype=self.dtype)
-        g = x.reshape(*x.shape[:-1], self.num_groups, -1)  # N x * x G x C/G
+        g = x.reshape(*x.shape[:-1], self.num_groups, self.num_channels // self.num_groups)
         axes = (*range(1, g.ndim - 2), g.ndim - 1)
         mean = jnp.mean(g, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(g - mean), axis=axes, keepdims=True)

@@ -388,16 +388,18 @@ class AdaptiveAvgPool3d(_AdaptiveAvgPool):
 
 
 class _AdaptiveMaxPool(_AdaptivePool):
-    """The maximum over torch's adaptive bins, one spatial axis after another (the first
-    maximum in row-major order is the first along each axis in turn); the index is torch's."""
+    """The maximum over torch's adaptive bins, one spatial axis after another from the last
+    (so the first maximum along each axis in turn is torch's first in row-major order); the
+    index is torch's."""
 
     def __init__(self, output_size, return_indices):
         super().__init__(output_size)
         self.return_indices = return_indices
 
     def __call__(self, x: Array) -> Array | tuple[Array, Array]:
+        axes = list(self._axes(x))
         idx = _flat_positions(x, self.ndim)
-        for axis, out in self._axes(x):
+        for axis, out in reversed(axes):  # the last axis first: then row-major ties are right
             x, idx = _adaptive_max(x, idx, axis, out)
         if self.return_indices:
             return x, jnp.broadcast_to(idx, x.shape)
