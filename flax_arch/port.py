@@ -37,7 +37,6 @@ import inspect
 import math
 import operator
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -118,8 +118,10 @@ def _twin(name, entry, model):
                                                       param_dtype=np.float64,
                                                       **entry.test.kwargs))
     for _, v in nnx.to_flat_state(nnx.state(twin)):
-        if isinstance(v.get_value(), jax.ShapeDtypeStruct):
-            v.set_value(np.zeros(v.get_value().shape, v.get_value().dtype))
+        value = v.get_value()
+        if isinstance(value, jax.ShapeDtypeStruct):  # placeholders (and a dropout's key)
+            key = jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+            v.set_value(jax.random.key(0) if key else np.zeros(value.shape, value.dtype))
     load_torch_state_dict(twin, model.state_dict())
     return twin
 
