@@ -353,12 +353,41 @@ class InPlace(nn.Module):
         return out, z * 2, F.relu(self.fc(x) - 1, inplace=True)
 
 
+class Vocabulary(nn.Module):
+    """torch.nn's other leaf layers inside a model: reflection padding, GroupNorm, PReLU per
+    channel, bilinear Upsample, PixelShuffle, InstanceNorm, Dropout2d, Hardswish, adaptive
+    max pooling to uneven bins, Flatten, GELU."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d((1, 0, 2, 1))
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.gn = nn.GroupNorm(2, 8)
+        self.act = nn.PReLU(8)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.shuffle = nn.PixelShuffle(2)
+        self.inorm = nn.InstanceNorm2d(2, affine=True)
+        self.drop = nn.Dropout2d(0.0)
+        self.hs = nn.Hardswish()
+        self.pool = nn.AdaptiveMaxPool2d((3, 2))
+        self.flat = nn.Flatten()
+        self.gelu = nn.GELU()
+        self.fc = nn.Linear(2 * 3 * 2, 4)
+
+    def forward(self, x):  # N x 3 x 6 x 5
+        y = self.act(self.gn(self.conv(self.pad(x))))  # N x 8 x 7 x 4
+        y = self.inorm(self.shuffle(self.up(y)))  # N x 2 x 28 x 16
+        y = self.pool(self.hs(self.drop(y)))  # N x 2 x 3 x 2
+        return self.fc(self.gelu(self.flat(y)))
+
+
 COMPOSITIONS = {
     "gates": (Gates, [normal(2, 3, 8, 8)]),
     "shapes": (Shapes, [normal(2, 4, 8, 4)]),
     "sequence": (Sequence, [normal(2, 3, 12), np.random.default_rng(1).integers(0, 10, (2, 6))]),
     "resample": (Resample, [normal(2, 3, 6, 5)]),
     "in_place": (InPlace, [normal(3, 4)]),
+    "vocabulary": (Vocabulary, [normal(2, 3, 6, 5)]),
 }
 
 
