@@ -22,9 +22,9 @@ apart. Every call is synchronised (``block_until_ready``, ``torch.cuda.synchroni
 with the garbage collector off (:func:`measure`; the rules are :mod:`benchmarks.stats`):
 
 1. Calibration: two single calls per side; the second sets the side's sample, enough
-   back-to-back calls to last ``min_sample_s``. The case's budget is ``budget_s``, or
-   ``MIN_BUDGET_ROUNDS`` rounds of one sample per side where those take longer (at the
-   median sample times so far, so that one slow call does not stretch it).
+   back-to-back calls to last ``min_sample_s`` (set again after warm-up). The case's budget
+   is ``budget_s``, or ``MIN_BUDGET_ROUNDS`` rounds of one sample per side where those take
+   longer (at the median sample times so far, so that one slow call does not stretch it).
 2. Warm-up: interleaved samples until each side's timings settle (:func:`stats.settled`),
    at most half the budget; the last settled samples are the first timed ones.
 3. Timing: rounds of one sample per side, their order rotating each round, until every
@@ -430,6 +430,10 @@ class Timing:
 MIN_BUDGET_ROUNDS = 16
 
 
+def _calls_per_sample(min_sample_s: float, per_call_s: float) -> int:
+    return max(1, min(10_000, math.ceil(min_sample_s / max(per_call_s, 1e-7))))
+
+
 def _rotated(names: list[str], r: int) -> list[str]:
     return names[r % len(names):] + names[:r % len(names)]
 
@@ -448,8 +452,7 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
         for name in names:  # the first call may pay for allocations; the second calibrates
             _time_block(sides[name], 1)
             seen[name] = [_time_block(sides[name], 1)]
-            calls[name] = max(1, min(10_000, math.ceil(opts.min_sample_s / max(seen[name][0],
-                                                                               1e-7))))
+            calls[name] = _calls_per_sample(opts.min_sample_s, seen[name][0])
 
         def sample(name: str) -> float:
             seen[name].append(_time_block(sides[name], calls[name]))
@@ -470,8 +473,12 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
                     warm[name].append(sample(name))
                     settled[name] = stats.settled(warm[name])
             r += 1
-        # the samples that passed the settling test are the first timed ones
+        # the samples that passed the settling test are the first timed ones; the samples
+        # to come last min_sample_s at the warmed-up time per call
         samples = {n: warm[n][-stats.SETTLE_WINDOW:] if settled[n] else [] for n in names}
+        for name in names:
+            recent = warm[name][-stats.SETTLE_WINDOW:] or seen[name]
+            calls[name] = _calls_per_sample(opts.min_sample_s, statistics.median(recent))
         while not stats.precise(samples) and (not over(1.0) or not all(samples.values())):
             for name in _rotated(names, r):
                 samples[name].append(sample(name))

@@ -257,7 +257,8 @@ def main(argv=None) -> dict:
                 runs["torch"] = torch_call(mode, x_t, t_t)
                 timing = harness.measure(runs, opts)
                 ms = {k: 1e3 * statistics.median(v) for k, v in timing.samples.items()}
-                spread = {k: stats.relative_spread(v) for k, v in timing.samples.items()}
+                spread = {k: stats.relative_spread(v) if len(v) > 1 else None
+                          for k, v in timing.samples.items()}  # IQR / median
                 stable, reasons = stats.verdict(timing.samples, timing.settled,
                                                 timing.other_cores)
                 best = min(fq.SCANS, key=lambda s: ms[f"jax_{s}"])
@@ -288,10 +289,14 @@ def main(argv=None) -> dict:
                 print(f"{mode:8s} {batch:5d} {seq:4d} {ms['jax_sequential']:11.2f} "
                       f"{ms['jax_associative']:13.2f} {ms['torch']:9.2f} "
                       f"{_ratio(rec['speedup'], stable):>9s}  "
-                      + " ".join(f"{k} {v:.0%}" for k, v in spread.items())
+                      + " ".join(f"{k} {_pct(v)}" for k, v in spread.items())
                       + ("" if stable else f"  unstable: {'; '.join(reasons)}"), flush=True)
     print(f"wrote {args.out / f'qrnn_vs_lstm_{device_name}'}.json and .md")
     return {"meta": meta, "records": records}
+
+
+def _pct(spread: float | None) -> str:
+    return "-" if spread is None else f"{spread:.0%}"
 
 
 def _ratio(value: float, stable: bool) -> str:
@@ -337,7 +342,7 @@ def _markdown(result: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
-        spread = "/".join(f"{v:.0%}" for v in r["spread"].values())
+        spread = "/".join(_pct(v) for v in r["spread"].values())
         lines.append(
             f"| {r['mode']} | {r['batch_size']} | {r['seq_len']} | {r['jax_sequential_ms']:.2f} "
             f"| {r['jax_associative_ms']:.2f} | {r['torch_eager_ms']:.2f} | "

@@ -377,7 +377,8 @@ def test_measure_warms_up_then_stops_once_precise(monkeypatch):
     slow_start = lambda n: 0.02 if n < 6 else 0.005  # noqa: E731: four slow calls
     steady = lambda n: 0.002  # noqa: E731
     timing, clock = _fake_measure(monkeypatch, {"jax": slow_start, "torch_eager": steady})
-    assert timing.calls_per_sample == {"jax": 2, "torch_eager": 13}  # the 2nd call calibrates
+    # the second call calibrates (0.02 s: 2 calls per sample), warm-up recalibrates
+    assert timing.calls_per_sample == {"jax": 5, "torch_eager": 13}
     assert all(timing.settled.values())
     assert [len(s) for s in timing.samples.values()] == [stats.MIN_SAMPLES] * 2
     assert timing.samples["jax"] == pytest.approx([0.005] * stats.MIN_SAMPLES)  # past the start
