@@ -8,6 +8,7 @@ Examples::
     python -m benchmarks --models mlp,resnet18 --batch-size 1,64 --torch-compile
     python -m benchmarks --dtype float32,bfloat16 --json out.json --plot out.png
     python -m benchmarks --list
+    python -m benchmarks --compare run1.json run2.json   # do two runs agree?
     python -m benchmarks --port torchvision.models:mobilenet_v2 --input 1,3,224,224
 
 Every number comes with its spread; a case whose timings did not settle, stayed spread out,
@@ -100,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="run nothing: print (and write with --json/--markdown/--plot) the "
                         "records of earlier runs' JSON files, merged in order")
+    p.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"),
+                   help="run nothing: whether two runs' JSON records reproduce (stable speedups "
+                        "within 10%%, at most 10%% of cases unstable in each)")
     args = p.parse_args(argv)
 
     args.models = [m for item in args.models for m in _csv(item)]
@@ -174,6 +178,14 @@ def _write(records, args, note) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        from benchmarks import report
+
+        runs = [_load_records([path]) for path in args.compare]
+        if None in runs:
+            return USAGE_ERROR
+        print("\n".join(report.compare(*runs)[1]))
+        return 0
     if args.report:
         records = _load_records(args.report)
         if records is None:

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 from benchmarks.harness import Record
 
-__all__ = ["header", "table", "markdown", "write_json", "plot", "geomean"]
+__all__ = ["header", "table", "markdown", "write_json", "plot", "geomean", "compare",
+           "AGREE_WITHIN", "MAX_FLAGGED"]
+
+# Two runs of the same cases reproduce when every speedup that both call stable agrees within
+# AGREE_WITHIN (relatively), and each run flags at most MAX_FLAGGED of its timed cases.
+AGREE_WITHIN = 0.10
+MAX_FLAGGED = 0.10
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -140,6 +146,40 @@ def markdown(records: Sequence[Record], title: str = "Benchmark results") -> str
         "|" + "|".join("---" if i < 3 else "---:" for i in range(len(_COLUMNS) - 1)) + "|---|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in records]
     return "\n".join(lines + [""] + [f"{s}  " for s in _summary(records)]) + "\n"
+
+
+def compare(first: Sequence[Record], second: Sequence[Record]) -> tuple[bool, list[str]]:
+    """Whether two runs reproduce (see ``AGREE_WITHIN``, ``MAX_FLAGGED``), and the lines that
+    say so: the cases whose stable speedups differ, and each run's unstable share."""
+
+    def key(r: Record) -> tuple:
+        return r.model, r.mode, r.dtype, r.batch_size, r.lowering
+
+    def timed(records: Sequence[Record]) -> dict[tuple, Record]:
+        return {key(r): r for r in records if r.speedup is not None}
+
+    a, b = timed(first), timed(second)
+    both = [k for k in a if k in b and a[k].stable and b[k].stable]
+    differ = [(k, b[k].speedup / a[k].speedup - 1) for k in both
+              if abs(b[k].speedup / a[k].speedup - 1) > AGREE_WITHIN]
+    lines = [f"{len(both)} case(s) stable in both runs; {len(differ)} differ by more than "
+             f"{AGREE_WITHIN:.0%}" + (": " if differ else "")
+             + ", ".join(f"{m} {mode} {d:+.0%}" for (m, mode, *_), d in differ)]
+    if both:
+        worst = max(both, key=lambda k: abs(b[k].speedup / a[k].speedup - 1))
+        lines.append(f"largest difference: {worst[0]} {worst[1]} "
+                     f"{a[worst].speedup:.2f}x -> {b[worst].speedup:.2f}x")
+    flagged_ok = True
+    for name, run in (("first", a), ("second", b)):
+        flagged = [f"{r.model} {r.mode}" for r in run.values() if not r.stable]
+        share = len(flagged) / len(run) if run else 0.0
+        flagged_ok &= share <= MAX_FLAGGED
+        lines.append(f"{name} run: {len(flagged)} of {len(run)} unstable ({share:.0%})"
+                     + (f": {', '.join(flagged)}" if flagged else ""))
+    ok = bool(both) and not differ and flagged_ok
+    lines.append(f"reproducible (agree within {AGREE_WITHIN:.0%}, at most {MAX_FLAGGED:.0%} "
+                 f"unstable): {'yes' if ok else 'no'}")
+    return ok, lines
 
 
 def write_json(records: Sequence[Record], path: str) -> None:

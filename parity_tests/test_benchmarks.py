@@ -468,3 +468,19 @@ def test_import_families_names_a_family_that_fails(monkeypatch):
     monkeypatch.setattr(harness.importlib, "import_module", failing)
     assert harness.import_families() == [
         "cannot import torch_ref.qrnn: SyntaxError: half-written"]
+
+
+def test_compare_two_runs():
+    first = [_timed("a", "forward", 2.0, True), _timed("b", "train", 1.0, True),
+             _timed("c", "forward", 3.0, True)]
+    second = [_timed("a", "forward", 2.1, True), _timed("b", "train", 1.2, True),
+              _timed("c", "forward", 9.0, False, ["jax spread 30% > 10%"])]
+    ok, lines = report.compare(first, first)
+    assert ok and lines[-1].endswith("yes")
+    ok, lines = report.compare(first, second)
+    assert not ok
+    assert lines[0] == "2 case(s) stable in both runs; 1 differ by more than 10%: b train +20%"
+    assert "second run: 1 of 3 unstable (33%): c forward" in lines
+    # agreeing ratios, but a third of the second run unstable: not reproducible either
+    ok, lines = report.compare(first, [first[0], first[1], second[2]])
+    assert not ok and "0 differ" in lines[0] and lines[-1].endswith("no")
