@@ -249,6 +249,18 @@ def test_running_statistics_over_steps(name, args, kwargs, shapes, axis):
     _steps(name, args, kwargs, shapes, axis)
 
 
+def test_instance_norm_keeps_its_statistics_on_an_empty_batch():
+    """The one deliberate difference: torch's statistics become NaN (the mean over no
+    instances); ours stay as they were, as BatchNorm's (and torch's BatchNorm's) do."""
+    t = torch.nn.InstanceNorm1d(3, track_running_stats=True)
+    t(torch.zeros(0, 3, 4))
+    assert torch.isnan(t.running_mean).all()
+    f = nn.InstanceNorm1d(3, track_running_stats=True)
+    assert f(jnp.zeros((0, 4, 3))).shape == (0, 4, 3)
+    np.testing.assert_array_equal(f.running_mean[...], 0.0)
+    np.testing.assert_array_equal(f.running_var[...], 1.0)
+
+
 @pytest.mark.parametrize("name,args,kwargs,shape", [
     ("GroupNorm", (2, 6), dict(eps=1e-3), (3, 6, 5, 4)),
     ("GroupNorm", (3, 3), dict(affine=False), (2, 3, 7)),

@@ -182,6 +182,8 @@ class _InstanceNorm(_NormBase):
     ``track_running_stats``, train mode updates them with the batch average of the
     instances' statistics (``momentum=None`` leaves them as they are, as torch does) and eval
     mode normalises with them; ``num_batches_tracked`` is kept and never counts, as torch's.
+    An empty batch leaves the running statistics as they are (torch's become NaN, the mean
+    of no instances).
     """
 
     ndim: int

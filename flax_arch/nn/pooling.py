@@ -23,7 +23,7 @@ _LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)
             3: "(batch, depth, height, width, channels)"}
 
 
-def _pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
+def _pool_geometry(name, size, kernel, stride, padding, dilation, ceil_mode):
     """torch's pooling output size and the extra right padding ceil_mode needs."""
     eff = dilation * (kernel - 1) + 1
     span = size + 2 * padding - eff
@@ -32,8 +32,8 @@ def _pool_geometry(size, kernel, stride, padding, dilation, ceil_mode):
         out -= 1
     if out < 1:  # ceil_mode keeps one window that overhangs a too-small input, as torch does
         raise ValueError(
-            f"pooling window {kernel} (dilation {dilation}) is larger than the padded input "
-            f"{size} + 2 * {padding}"
+            f"{name}: the pooling window {kernel} (dilation {dilation}) is larger than the "
+            f"padded input {size} + 2 * {padding}"
         )
     extra = (out - 1) * stride + eff - (size + 2 * padding)
     return out, max(extra, 0)
@@ -78,7 +78,7 @@ class _Pool(nnx.Module):
     def _window(self, x: Array):
         _check_input(type(self).__name__, x, self.ndim + 2, _LAYOUTS[self.ndim], None)
         geo = [
-            _pool_geometry(s, k, st, p, d, self.ceil_mode)
+            _pool_geometry(type(self).__name__, s, k, st, p, d, self.ceil_mode)
             for s, k, st, p, d in zip(x.shape[-self.ndim - 1 : -1], self.kernel_size,
                                       self.stride, self.padding, self.dilation)
         ]
