@@ -15,6 +15,12 @@ Stored layouts (torch's in brackets):
   [``(in, out/g, *kernel)``]
 * everything else as torch stores it.
 
+Axis arguments: a layer that names an axis of its input (``Softmax(dim)``, ``GLU(dim)``,
+``LayerNorm``'s trailing ``normalized_shape``) reads it in *this* layout, as torch reads it in
+torch's; ``Flatten`` and ``Unflatten`` read torch's dimensions of the channels-first form, so
+that a feature map flattens in torch's (C, H, W) order. Indices (``return_indices=True``) are
+torch's flat indices into each channel's spatial grid.
+
 A file per kind, as in ``torch.nn.modules``; where a platform wants another form of the same
 mathematics, both forms live in :mod:`flax_arch.nn.lowering`.
 """

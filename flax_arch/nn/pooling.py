@@ -3,7 +3,9 @@ batch axis, as torch's unbatched form.
 
 Indices (``return_indices=True``) are torch's: for each output, the flat index of the chosen
 input element within its channel's spatial grid, ``h * width + w`` in 2-D (``d * height *
-width + h * width + w`` in 3-D), laid out channels-last like the values.
+width + h * width + w`` in 3-D), laid out channels-last like the values. With indices the
+maximum is the chain of first-maximum selects on every platform (XLA's ``reduce_window`` has
+no argument of the maximum).
 """
 
 from __future__ import annotations
