@@ -69,8 +69,8 @@ from flax_arch import _tolerances
 from flax_arch.interop import (load_torch_state_dict, to_channels_first, to_channels_last,
                                torch_state_dict)
 
-__all__ = ["assert_parity", "assert_close", "relative_error", "tolerance", "ParityReport",
-           "Comparison", "CHECKS", "STEPS"]
+__all__ = ["assert_parity", "assert_close", "relative_error", "tolerance", "clear_caches",
+           "ParityReport", "Comparison", "CHECKS", "STEPS"]
 
 CHECKS = ("forward", "grad", "sgd", "adam")
 STEPS = 2  # optimizer steps per optimizer check
@@ -342,6 +342,25 @@ def _optax(optimizer: str, dtype: str) -> optax.GradientTransformation:
     return optax.adam(_tolerances.ADAM_LR, eps=_tolerances.adam_eps(dtype))
 
 
+class _Flat:
+    """A parameter tree as one vector, on the host, and back. SGD and Adam act elementwise,
+    so optax updates the vector exactly as it would the tree: one compiled update of one
+    array, where one per parameter took seconds to compile (GoogLeNet's 344)."""
+
+    def __init__(self, params):
+        leaves, self.treedef = jax.tree.flatten(params)
+        self.shapes = [np.shape(x) for x in leaves]
+        self.offsets = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
+
+    def __call__(self, tree) -> jax.Array:
+        return jnp.asarray(np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]))
+
+    def tree(self, vector: jax.Array):
+        parts = np.split(np.asarray(vector), self.offsets)
+        return jax.tree.unflatten(self.treedef, [jnp.asarray(p.reshape(s))
+                                                 for p, s in zip(parts, self.shapes)])
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _init(tx: optax.GradientTransformation, params):
     return tx.init(params)
@@ -351,6 +370,13 @@ def _init(tx: optax.GradientTransformation, params):
 def _update(tx: optax.GradientTransformation, grads, opt_state, params):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+def clear_caches() -> None:
+    """Drops the compiled checks. Each model's compilation is kept for later calls on the
+    same graph and shapes (a few MB each); a long test suite calls this between tests."""
+    for f in (_forward, _value_and_grad, _init, _update):
+        f.clear_cache()
 
 
 def _cast(model: nnx.Module, dtype: np.dtype) -> None:
@@ -486,7 +512,8 @@ class _Run:
                                      eps=_tolerances.adam_eps(dtype))
         tx = _optax(optimizer, dtype)
         graphdef, params, rest = nnx.split(self.flax, nnx.Param, ...)
-        opt_state = _init(tx, params)
+        flat = _Flat(params)
+        opt_state = _init(tx, flat(params))
         c = _Checker(self.report, optimizer)
         for step in range(1, STEPS + 1):
             t_opt.zero_grad(set_to_none=True)
@@ -500,7 +527,9 @@ class _Run:
                 graphdef, params, rest, _TRAIN)
             # the update applies to the parameters as the call left them: torch's optimizer
             # sees a forward's in-place changes too (Embedding's max_norm renormalisation)
-            params, opt_state = _update(tx, grads, opt_state, _with_changes(params, changed))
+            flat_params, opt_state = _update(tx, flat(grads), opt_state,
+                                             flat(_with_changes(params, changed)))
+            params = flat.tree(flat_params)
             del grads
             nnx.update(self.flax, params, rest)
             c.compare("loss", f"step {step}", f_loss, _numpy(t_loss))
@@ -558,7 +587,8 @@ def assert_parity(
       output);
     - ``'sgd'`` and ``'adam'``: ``STEPS`` = 2 steps on ``loss`` of SGD with momentum 0.9 at
       lr 1e-2, or of Adam at lr 1e-3 (optax against ``torch.optim``; Adam's eps:
-      :mod:`flax_arch._tolerances`): each step's loss, then every parameter and buffer. Adam normalises each gradient by its size: a parameter whose gradient is zero in
+      :mod:`flax_arch._tolerances`): each step's loss, then every parameter and buffer.
+      Adam normalises each gradient by its size: a parameter whose gradient is zero in
       exact arithmetic (a bias in front of train-mode BatchNorm) moves by ~lr on rounding
       noise, differently on each side; check such a model's Adam steps in eval mode.
 
@@ -663,8 +693,9 @@ def assert_parity(
         torch_target = torch.from_numpy(target.copy()).to(device)
 
     run = _Run(flax_model, torch_model, torch_in, flax_in, diff, input_layouts, output_layouts,
-               [(p, tuple(o.shape)) for p, o in zip(paths, outputs)], loss, ([jnp.asarray(g) for g in flax_cot], torch_cot),
-               (flax_target, torch_target), device, report)
+               [(p, tuple(o.shape)) for p, o in zip(paths, outputs)], loss,
+               ([jnp.asarray(g) for g in flax_cot], torch_cot), (flax_target, torch_target),
+               device, report)
     with _Precision():
         if "forward" in checks or "grad" in checks:
             run.call(checks)

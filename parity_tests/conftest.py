@@ -5,11 +5,22 @@ import jax
 import pytest
 import torch
 
+import flax_arch.testing
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_checks():
+    """Each test's compiled parity checks are dropped after it: kept, a few MB each, they
+    would add up to gigabytes over the suite (a test that checks one pair twice still
+    reuses them)."""
+    yield
+    flax_arch.testing.clear_caches()
 
 
 def pytest_sessionfinish(session):

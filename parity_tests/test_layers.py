@@ -42,8 +42,9 @@ def check(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5), (5,)])
 def test_linear(shape, bias, dtype):
     torch.manual_seed(0)
+    layout = {1: "C", 2: "NC", 3: "NLC"}[len(shape)]  # features last, as they are
     check(torch.nn.Linear(5, 4, bias=bias), nn.Linear(5, 4, bias, rngs=nnx.Rngs(0),
-                                                          param_dtype=dtype), shape, "NC", dtype)
+                                                          param_dtype=dtype), shape, layout, dtype)
 
 
 # ------------------------------------------------------------------------------ convolutions

@@ -143,7 +143,8 @@ def test_output_trees_integer_inputs_and_output_layouts():
     assert "grad input 1" not in whats
     # by default a rank-3 output is channels-first, (N, C, L): named, with both shapes
     with pytest.raises(AssertionError, match=r"output \['seq'\] has shape \(5, 3, 6\) in Flax, "
-                                             r"\(5, 6, 3\) from torch \(converted from its layout .NCL.\)"):
+                                             r"\(5, 6, 3\) from torch \(converted from its "
+                                             r"layout 'NCL'\)"):
         assert_parity(*seq_pair(), x, idx, layouts=["LNC", "N"])
 
 
