@@ -353,11 +353,11 @@ class _Flat:
         self.offsets = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
 
     def __call__(self, tree) -> jax.Array:
-        return jnp.asarray(np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]))
+        return jax.device_put(np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]))
 
     def tree(self, vector: jax.Array):
         parts = np.split(np.asarray(vector), self.offsets)
-        return jax.tree.unflatten(self.treedef, [jnp.asarray(p.reshape(s))
+        return jax.tree.unflatten(self.treedef, [jax.device_put(p.reshape(s))
                                                  for p, s in zip(parts, self.shapes)])
 
 
@@ -381,10 +381,11 @@ def clear_caches() -> None:
 
 def _cast(model: nnx.Module, dtype: np.dtype) -> None:
     """Casts every floating-point variable of ``model`` to ``dtype`` in place (on the host:
-    nothing to compile)."""
+    nothing to compile; ``jax.device_put`` here and below for the same reason, where
+    ``jnp.asarray`` compiles a program per shape)."""
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(
-        lambda v: jnp.asarray(np.asarray(v, dtype)) if _floating(v) and v.dtype != dtype else v,
+        lambda v: jax.device_put(np.asarray(v, dtype)) if _floating(v) and v.dtype != dtype else v,
         state))
 
 
@@ -430,7 +431,7 @@ class _Run:
         return self.loss[1](out, self.target[1])
 
     def jax_value_and_grad(self, graphdef, params, rest, weights):
-        w = jnp.asarray(weights, self.report.dtype)
+        w = jax.device_put(weights.astype(self.report.dtype))
         return _value_and_grad(graphdef, self.loss, self.diff, params, rest, self.flax_in,
                                self.cotangents[0], self.target[0], w)
 
@@ -654,7 +655,8 @@ def assert_parity(
 
     torch_in = [cast(_numpy(x)) for x in inputs]
     input_layouts = _layouts([a.shape for a in torch_in], layouts, "input")
-    flax_in = [jnp.asarray(to_channels_last(a, lay)) for a, lay in zip(torch_in, input_layouts)]
+    flax_in = [jax.device_put(np.ascontiguousarray(to_channels_last(a, lay)))
+               for a, lay in zip(torch_in, input_layouts)]
     diff = tuple(bool(np.issubdtype(a.dtype, np.floating)) for a in torch_in)
 
     torch_model.to({np.float32: torch.float32, np.float64: torch.float64}[dtype.type])
@@ -689,12 +691,12 @@ def assert_parity(
             target_layout = (_default_layout(target.ndim)
                              if np.issubdtype(target.dtype, np.floating) else "?" * target.ndim)
         _layouts([target.shape], [target_layout], "target")
-        flax_target = jnp.asarray(to_channels_last(target, target_layout))
+        flax_target = jax.device_put(np.ascontiguousarray(to_channels_last(target, target_layout)))
         torch_target = torch.from_numpy(target.copy()).to(device)
 
     run = _Run(flax_model, torch_model, torch_in, flax_in, diff, input_layouts, output_layouts,
                [(p, tuple(o.shape)) for p, o in zip(paths, outputs)], loss,
-               ([jnp.asarray(g) for g in flax_cot], torch_cot), (flax_target, torch_target),
+               ([jax.device_put(g) for g in flax_cot], torch_cot), (flax_target, torch_target),
                device, report)
     with _Precision():
         if "forward" in checks or "grad" in checks:

@@ -1,5 +1,9 @@
 """Strict numerics for the whole suite: float64 available, no implicit rank promotion,
-full-precision matmuls (TF32 off in torch when a GPU is present)."""
+full-precision matmuls (TF32 off in torch when a GPU is present). One XLA compilation cache
+per run, shared by the pytest-xdist workers."""
+
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -12,6 +16,28 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+def pytest_configure(config):
+    """The run's persistent compilation cache: a program compiled twice (a model whose train
+    and eval modes compute the same, on either worker) compiles once. It starts empty and is
+    removed at the end, so that every run measures what a fresh checkout costs."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller's directory
+        cache = config.workerinput["xla_cache_dir"]
+    else:
+        cache = config.xla_cache_dir = tempfile.mkdtemp(prefix="flax_arch_xla_cache_")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(config.xla_cache_dir, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["xla_cache_dir"] = node.config.xla_cache_dir
 
 
 @pytest.fixture(autouse=True)

@@ -122,17 +122,22 @@ class Pair:
 
     # ------------------------------------------------------------------ checks
 
-    def check(self, checks=flax_arch.testing.CHECKS, *, rtol: float | None = None) -> ParityReport:
+    def check(self, checks=flax_arch.testing.CHECKS, *, rtol: float | None = None,
+              with_loss: bool | None = None) -> ParityReport:
         """``assert_parity`` on this pair, in its current mode (the torch model's), at the
         suite's tolerance; optimizer steps train on the registry's loss. The errors go to the
-        end-of-run table under (family, dtype, check and kind)."""
+        end-of-run table under (family, dtype, check and kind).
+
+        ``with_loss`` (default: when there are optimizer steps) passes the registry's loss
+        and target; without steps it changes no number, only what is compiled."""
         rtol = self.tol if rtol is None else rtol
-        steps = bool({"sgd", "adam"} & set(checks))  # only the steps train on the loss
+        if with_loss is None:
+            with_loss = bool({"sgd", "adam"} & set(checks))
         report = assert_parity(
             self.flax, self.torch, *self.torch_in, layouts=self.layouts,
             output_layouts=self.output_layouts, dtype=self.dtype, train=self.torch.training,
-            checks=checks, loss=self.loss if steps else None,
-            target=self.target if steps else None, target_layout=self.target_layout,
+            checks=checks, loss=self.loss if with_loss else None,
+            target=self.target if with_loss else None, target_layout=self.target_layout,
             rtol=None if rtol == flax_arch.testing.tolerance(self.dtype) else rtol)
         if math.isfinite(rtol):
             for c in report.comparisons:
