@@ -9,6 +9,7 @@ and record the largest error of each kind for the table printed at the end of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -41,12 +42,11 @@ def assert_close(actual, expected, tol: float, what: str, record: tuple[str, str
     return flax_arch.testing.assert_close(actual, expected, tol, what)
 
 
-def _uninitialised(name: str, dtype: np.dtype, seed: int, kwargs: dict) -> nnx.Module:
-    """The registered Flax model with zeros for weights and its random keys from ``seed``,
-    built abstractly: the torch weights replace every parameter and buffer, and eager
+def uninitialised(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
+    """``build()``'s model with zeros for weights and its random keys from ``seed``, built
+    abstractly: for a model whose every parameter and buffer then comes from torch. Eager
     initialisation compiles an XLA program per weight shape (13 s for GoogLeNet)."""
-    graphdef, state = nnx.split(nnx.eval_shape(
-        lambda: flax_arch.get_model(name, rngs=nnx.Rngs(seed), param_dtype=dtype, **kwargs)))
+    graphdef, state = nnx.split(nnx.eval_shape(build))
 
     def concrete(x: jax.ShapeDtypeStruct):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -67,7 +67,8 @@ class Pair:
         kwargs = {**cfg.kwargs, **overrides}
         torch.manual_seed(seed)
         torch_model = torch_ref.get_model(name, **kwargs)
-        flax_model = _uninitialised(name, np.dtype(dtype), seed, kwargs)
+        flax_model = uninitialised(lambda: flax_arch.get_model(
+            name, rngs=nnx.Rngs(seed), param_dtype=np.dtype(dtype), **kwargs), seed)
         torch_in, _, target = entry.example_inputs(size, batch_size=batch_size, dtype=dtype,
                                                    seed=seed + 1)
         self._setup(torch_model, flax_model, torch_in, [i.layout for i in cfg.inputs],
