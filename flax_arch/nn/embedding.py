@@ -67,5 +67,5 @@ class Embedding(nnx.Module):
         scale = jnp.where(looked_up & (norms > self.max_norm),
                           self.max_norm / (norms + 1e-7), jnp.ones_like(norms))
         renormed = lax.stop_gradient(w * scale)
-        self.weight[...] = renormed
+        self.weight.set_value(renormed)  # not weight[...] =: see norm._assign
         return w + lax.stop_gradient(renormed - w)  # values renormed, gradient of a lookup

@@ -75,7 +75,15 @@ class _NormBase(nnx.Module):
     def _update(self, stat: nnx.BatchStat, batch: Array, factor) -> None:
         """``running = (1 - factor) * running + factor * batch`` in the statistic's dtype."""
         batch = lax.stop_gradient(batch).astype(stat[...].dtype)
-        stat[...] = ((1 - factor) * stat[...] + factor * batch).astype(stat[...].dtype)
+        _assign(stat, (1 - factor) * stat[...] + factor * batch)
+
+
+def _assign(variable: nnx.Variable, value: Array) -> None:
+    """``variable[...] = value`` for a value of the variable's shape, without the indexed
+    store's check of the value's sharding: under a trace, asking a tracer for its sharding
+    builds an error message that walks the whole trace so far, one walk per BatchNorm update
+    (quadratic in the model's size; half of GoogLeNet's trace time)."""
+    variable.set_value(value.astype(variable[...].dtype))
 
 
 def _affine(y: Array, w: Array | None, b: Array | None) -> Array:
@@ -124,7 +132,7 @@ class _BatchNorm(_NormBase):
                     factor = 1.0 / count if self.momentum is None else self.momentum
                     self._update(self.running_mean, mean, factor)
                     self._update(self.running_var, var * (n / (n - 1)), factor)
-                self.num_batches_tracked[...] = count
+                _assign(self.num_batches_tracked, count)
         y = (x - _bcast(mean, x.ndim)) * _bcast(lax.rsqrt(var + self.eps), x.ndim)
         return _affine(y, w, b)
 
