@@ -33,10 +33,12 @@ class AlexNet(Stochastic):
     The slide's first version, with torchvision's module tree, so torchvision's ``AlexNet``
     ``state_dict`` loads structurally. (batch, height, width, 3) -> (batch, num_classes)
     logits. The dropout masks come from ``rngs`` (at construction, or at call time).
+    ``hidden_features`` narrows the classifier's two 4096-wide layers (the twin's keyword).
     """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, *, rngs: nnx.Rngs,
-                 dtype=None, param_dtype=jnp.float32):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, *,
+                 hidden_features: int = 4096, rngs: nnx.Rngs, dtype=None,
+                 param_dtype=jnp.float32):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.features = Sequential(
             Conv2d(3, 64, kernel_size=11, stride=4, padding=2, **kw),
@@ -56,12 +58,12 @@ class AlexNet(Stochastic):
         self.avgpool = AdaptiveAvgPool2d((6, 6))
         self.classifier = Sequential(
             Dropout(p=dropout, rngs=rngs),
-            Linear(256 * 6 * 6, 4096, **kw),
+            Linear(256 * 6 * 6, hidden_features, **kw),
             ReLU(inplace=True),
             Dropout(p=dropout, rngs=rngs),
-            Linear(4096, 4096, **kw),
+            Linear(hidden_features, hidden_features, **kw),
             ReLU(inplace=True),
-            Linear(4096, num_classes, **kw),
+            Linear(hidden_features, num_classes, **kw),
         )
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:

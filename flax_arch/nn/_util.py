@@ -13,6 +13,20 @@ import numpy as np
 Array = jax.Array
 Dtype = Any
 
+
+def _assign(variable, value) -> None:
+    """``variable[...] = value`` for a value of the variable's shape. A JAX value (a tracer
+    inside ``jit``) replaces the variable's, cast to its dtype, without the indexed store's
+    comparison of shardings: asking a tracer for its sharding builds an error message that
+    walks the whole trace so far, once per store (quadratic in the model's size: half of
+    GoogLeNet's trace time). A NumPy value (a model called eagerly on NumPy state) is
+    stored in place, as the indexed store does."""
+    current = variable.get_value()
+    if isinstance(current, jax.Array):
+        variable.set_value(jnp.asarray(value).astype(current.dtype))
+    else:
+        variable[...] = value
+
 def _tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
     """Expands an int to an n-tuple, checking a given tuple's length."""
     if isinstance(value, (int, np.integer)):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn._util import Array, Dtype, _check_positive, _dtypes
+from flax_arch.nn._util import Array, Dtype, _assign, _check_positive, _dtypes
 
 class Embedding(nnx.Module):
     """torch's ``nn.Embedding``: a lookup table, ``weight`` of shape (num_embeddings, embedding_dim).
@@ -67,5 +67,5 @@ class Embedding(nnx.Module):
         scale = jnp.where(looked_up & (norms > self.max_norm),
                           self.max_norm / (norms + 1e-7), jnp.ones_like(norms))
         renormed = lax.stop_gradient(w * scale)
-        self.weight.set_value(renormed)  # not weight[...] =: see norm._assign
+        _assign(self.weight, renormed)
         return w + lax.stop_gradient(renormed - w)  # values renormed, gradient of a lookup

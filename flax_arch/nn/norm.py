@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn._util import Array, Dtype, _bcast, _check_positive, _dtypes
+from flax_arch.nn._util import Array, Dtype, _assign, _bcast, _check_positive, _dtypes
 
 
 class _NormBase(nnx.Module):
@@ -76,14 +76,6 @@ class _NormBase(nnx.Module):
         """``running = (1 - factor) * running + factor * batch`` in the statistic's dtype."""
         batch = lax.stop_gradient(batch).astype(stat[...].dtype)
         _assign(stat, (1 - factor) * stat[...] + factor * batch)
-
-
-def _assign(variable: nnx.Variable, value: Array) -> None:
-    """``variable[...] = value`` for a value of the variable's shape, without the indexed
-    store's check of the value's sharding: under a trace, asking a tracer for its sharding
-    builds an error message that walks the whole trace so far, one walk per BatchNorm update
-    (quadratic in the model's size; half of GoogLeNet's trace time)."""
-    variable.set_value(value.astype(variable[...].dtype))
 
 
 def _affine(y: Array, w: Array | None, b: Array | None) -> Array:
