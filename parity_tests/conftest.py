@@ -61,7 +61,7 @@ def pytest_configure_node(node):
 
 
 # A worker above this resident size after a test drops every JAX cache (see below).
-RELEASE_ABOVE_BYTES = 2 << 30
+RELEASE_ABOVE_BYTES = 3 << 29  # 1.5 GiB
 
 
 def _resident_bytes() -> int | None:
