@@ -79,6 +79,17 @@ def test_passes_on_twins_and_reports_the_largest_error_per_check(train, dtype):
     assert re.search(r"\n  grad +\d\.\d\de-\d\d  grad ", text), text
 
 
+def test_compiler_options_compile_the_same_checks():
+    """FAST_COMPILE (what the project's suite checks with) agrees with XLA's defaults: the
+    same comparisons, errors at rounding level; options that are not a dict are refused."""
+    fast = assert_parity(*pair(), X, train=True, compiler_options=flax_arch.testing.FAST_COMPILE)
+    default = assert_parity(*pair(), X, train=True)
+    assert [c.what for c in fast.comparisons] == [c.what for c in default.comparisons]
+    assert all(c.error <= 1e-10 for c in fast.comparisons)
+    with pytest.raises(ValueError, match="compiler_options must be None or a dict"):
+        assert_parity(*pair(), X, compiler_options=[("xla_backend_optimization_level", 0)])
+
+
 def test_the_module_docstring_example_runs():
     """The README's example: the module docstring of flax_arch.testing."""
     result = doctest.testmod(flax_arch.testing, optionflags=doctest.ELLIPSIS)
