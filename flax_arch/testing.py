@@ -70,7 +70,7 @@ from flax_arch.interop import (load_torch_state_dict, to_channels_first, to_chan
                                torch_state_dict)
 
 __all__ = ["assert_parity", "assert_close", "relative_error", "tolerance", "clear_caches",
-           "FAST_COMPILE", "ParityReport", "Comparison", "CHECKS", "STEPS"]
+           "ParityReport", "Comparison", "CHECKS", "STEPS"]
 
 CHECKS = ("forward", "grad", "sgd", "adam")
 STEPS = 2  # optimizer steps per optimizer check
@@ -368,13 +368,6 @@ def _update(tx: optax.GradientTransformation, grads, opt_state, params):
     return optax.apply_updates(params, updates), opt_state
 
 
-# XLA:CPU compiles the same programs about 3x faster at backend optimisation level 0 and with
-# its elemental emitters instead of the fusion emitters; the programs run slower, which small
-# shapes do not notice (GoogLeNet's float64 train-mode checks: 26 s -> 19 s). The project's
-# own suite checks with these; assert_parity's default is XLA's defaults, what users run.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-
-
 @dataclass(frozen=True)
 class _Jitted:
     """The checks' compiled functions, for one set of compiler options."""
@@ -647,8 +640,8 @@ def assert_parity(
       target: the loss's target in torch's layout (NumPy or torch), cast to ``dtype`` if float.
       target_layout: its torch layout; default as for inputs (integer targets: unchanged).
       rtol: the tolerance to use instead of the default; the report says so.
-      compiler_options: XLA compiler options for the JAX side's compilations (default:
-        XLA's); :data:`FAST_COMPILE` compiles CPU programs ~3x faster, for test suites.
+      compiler_options: XLA compiler options for the JAX side's compilations, e.g.
+        ``{"xla_cpu_use_fusion_emitters": False}`` (default: XLA's own, what users run).
 
     Returns:
       A :class:`ParityReport` of every compared array and its error; printed, the largest

@@ -126,9 +126,7 @@ class Pair:
     def check(self, checks=flax_arch.testing.CHECKS, *, rtol: float | None = None,
               with_loss: bool | None = None) -> ParityReport:
         """``assert_parity`` on this pair, in its current mode (the torch model's), at the
-        suite's tolerance, compiled with ``FAST_COMPILE`` (the same programs, a third of
-        the compile time; test_testing.py checks XLA's default options); optimizer steps
-        train on the registry's loss. The errors go to the
+        suite's tolerance; optimizer steps train on the registry's loss. The errors go to the
         end-of-run table under (family, dtype, check and kind).
 
         ``with_loss`` (default: when there are optimizer steps) passes the registry's loss
@@ -141,8 +139,7 @@ class Pair:
             output_layouts=self.output_layouts, dtype=self.dtype, train=self.torch.training,
             checks=checks, loss=self.loss if with_loss else None,
             target=self.target if with_loss else None, target_layout=self.target_layout,
-            rtol=None if rtol == flax_arch.testing.tolerance(self.dtype) else rtol,
-            compiler_options=flax_arch.testing.FAST_COMPILE)
+            rtol=None if rtol == flax_arch.testing.tolerance(self.dtype) else rtol)
         if math.isfinite(rtol):
             for c in report.comparisons:
                 _record((*self.record, c.check if c.kind == c.check else f"{c.check} {c.kind}"),
