@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     import flax_arch
-    from benchmarks import harness
+    from benchmarks import harness, stats
     from benchmarks.device import detect
 
     def note(message: str) -> None:
@@ -288,10 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     if device.platform == "cpu" and os.getloadavg()[0] > os.cpu_count():
         note(f"warning: the load average exceeds the machine's {os.cpu_count()} cores: other "
              "processes compete for them, and the timings will not be reliable")
+    machine = None
+    if device.platform == "cpu":
+        machine = harness.check_machine(seconds=1.0 if quick else 3.0, sample_s=opts.min_sample_s)
+        note(f"machine check: {machine.describe()}")
+        if machine.spread > stats.MAX_SPREAD:
+            note(f"warning: this machine's own speed varies more than the {stats.MAX_SPREAD:.0%} "
+                 "a stable case may: expect most cases to be flagged unstable, and their ratios "
+                 "not to reproduce (a shared virtual machine's cores slow down and speed up with "
+                 "their neighbours' load)")
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results
     try:
-        records, interrupted = _run(todo, args, opts, device, note, start)
+        records, interrupted = _run(todo, args, opts, device, note, start,
+                                    None if machine is None else machine.spread)
     finally:
         signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - start
@@ -333,8 +343,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _run(todo, args, opts, device, note, start):
-    """Every case in turn under a progress bar; returns the records and whether interrupted."""
+def _run(todo, args, opts, device, note, start, machine_spread=None):
+    """Every case in turn under a progress bar; returns the records and whether interrupted.
+    ``machine_spread`` (the run's machine check) goes into every record."""
     from tqdm import tqdm
 
     from benchmarks import harness, report
@@ -348,7 +359,10 @@ def _run(todo, args, opts, device, note, start):
                                            f"skipped: --time-limit {args.time_limit:g} s reached")
                 continue
             try:
-                records += harness.run_case(case, args.modes, opts, device, note)
+                new = harness.run_case(case, args.modes, opts, device, note)
+                for r in new:
+                    r.machine_spread = machine_spread
+                records += new
             except KeyboardInterrupt:
                 note("interrupted: the results so far follow")
                 return records, True

@@ -63,8 +63,9 @@ from benchmarks import flops, stats
 from benchmarks.device import DeviceInfo, matmul_precision, versions
 from flax_arch.nn import Stochastic, lowering
 
-__all__ = ["Options", "Record", "Case", "Pair", "Timing", "import_families", "cases",
-           "build_pair", "run_pair", "run_case", "measure", "skipped", "MODES"]
+__all__ = ["Options", "Record", "Case", "Pair", "Timing", "MachineCheck", "import_families",
+           "cases", "build_pair", "run_pair", "run_case", "measure", "skipped", "check_machine",
+           "MODES"]
 
 MODES = ("forward", "train")
 LEARNING_RATE = 1e-3
@@ -155,6 +156,7 @@ class Record:
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
     load_avg: float | None = None  # 1-minute load average after the case
+    machine_spread: float | None = None  # the run's check_machine() spread (CPU runs)
     error: str | None = None
     skipped: str | None = None  # why the case was not run
     torch_compile_error: str | None = None
@@ -492,6 +494,62 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
     if cpu0 is not None and cpu1 is not None:
         others = stats.other_cores(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall)
     return Timing(samples, settled, {n: len(warm[n]) for n in names}, calls, others, wall)
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def _fixed_work(n: int) -> int:
+    """A fixed amount of single-threaded work: pure Python, no memory traffic, no library."""
+    x = 0
+    for i in range(n):
+        x ^= i
+    return x
+
+
+@dataclass(frozen=True)
+class MachineCheck:
+    """How steady the machine itself is: a fixed single-threaded loop timed in samples as
+    long as the benchmark's (``sample_s``), back to back. On a dedicated core its spread is
+    about 1%; on a shared virtual machine whose cores' throughput swings with the neighbours'
+    load it can be tens of percent, and then no ratio of two libraries' timings is steadier."""
+
+    samples_ms: list[float]
+    sample_s: float
+
+    @property
+    def spread(self) -> float:
+        return stats.relative_spread(self.samples_ms)
+
+    @property
+    def slowest_over_fastest(self) -> float:
+        return max(self.samples_ms) / min(self.samples_ms)
+
+    def describe(self) -> str:
+        q1, median, q3 = stats.quartiles(self.samples_ms)
+        return (f"a fixed single-threaded loop, {len(self.samples_ms)} samples of "
+                f"{1e3 * self.sample_s:.0f} ms: spread {self.spread:.0%} (IQR / median), "
+                f"slowest / fastest {self.slowest_over_fastest:.2f}")
+
+
+def check_machine(seconds: float = 1.5, sample_s: float = 0.025) -> MachineCheck:
+    """Times :func:`_fixed_work` calibrated to ``sample_s`` per sample for ``seconds``."""
+    n = 20_000
+    while True:  # calibrate: the work of one sample at the fastest speed seen
+        t0 = time.perf_counter()
+        _fixed_work(n)
+        dt = time.perf_counter() - t0
+        if dt >= sample_s / 4:
+            break
+        n *= 2
+    n = max(1, int(n * sample_s / dt))
+    samples = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < stats.MIN_SAMPLES:
+        t0 = time.perf_counter()
+        _fixed_work(n)
+        samples.append(1e3 * (time.perf_counter() - t0))
+    return MachineCheck(samples, sample_s)
 
 
 def _base(model: str, family: str, dtype: str, opts: Options,

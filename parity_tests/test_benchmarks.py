@@ -103,12 +103,15 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert math.isclose(r["roofline"], r["flops"] / r["jax_ms"] / 1e6 / r["peak_gflops"])
         assert r["threads"]["torch"] >= 1 and r["threads"]["xla"] >= 1
         assert r["versions"]["jax"] == jax.__version__ and r["versions"]["torch"]
+        assert r["machine_spread"] >= 0  # the machine check, on every CPU run
+    assert "machine check: a fixed single-threaded loop" in captured.err
     train = next(r for r in records if r["model"] == "mlp" and r["mode"] == "train")
     forward = next(r for r in records if r["model"] == "mlp" and r["mode"] == "forward")
     assert train["flops"] > 2 * forward["flops"]  # backward and the Adam update
     assert train["optimizer"].startswith("Adam(")
     for text in (captured.out, md.read_text()):
         assert "speedup" in text and "versions: jax" in text and "threads: torch" in text
+        assert "machine check before the run" in text
         assert "stable case(s)" in text or "no stable case" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -328,6 +331,19 @@ def test_a_noisy_side_is_flagged_and_a_steady_one_is_not():
     ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": NOISY},
                                 {"jax": True, "torch_eager": True}, others=0.0)
     assert not ok and reasons == ["torch_eager spread 36% > 10%"]  # (13 - 9) / 11
+
+
+def test_machine_check_reports_the_spread_of_a_fixed_loop():
+    """The spread and the slowest-to-fastest ratio of the check's samples; a real check
+    times at least MIN_SAMPLES samples of about the length asked (nothing timed is asserted
+    but that they are positive)."""
+    steady = harness.MachineCheck([1e3 * t for t in STEADY], 0.025)
+    noisy = harness.MachineCheck([1e3 * t for t in NOISY], 0.025)
+    assert steady.spread < stats.MAX_SPREAD < noisy.spread
+    assert noisy.slowest_over_fastest == pytest.approx(15 / 7)
+    assert "9 samples of 25 ms: spread 36% (IQR / median), slowest / fastest 2.14" in noisy.describe()
+    check = harness.check_machine(seconds=0.05, sample_s=0.005)
+    assert len(check.samples_ms) >= stats.MIN_SAMPLES and min(check.samples_ms) > 0
 
 
 def test_verdict_names_every_reason():
