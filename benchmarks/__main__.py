@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
              "processes compete for them, and the timings will not be reliable")
     machine = None
     if device.platform == "cpu":
-        machine = harness.check_machine(seconds=1.0 if quick else 3.0, sample_s=opts.min_sample_s)
+        machine = harness.check_machine(seconds=1.0 if quick else 3.0,
+                                        sample_s=opts.min_sample_s)
         note(f"machine check: {machine.describe()}")
         if machine.spread > stats.MAX_SPREAD:
             note(f"warning: this machine's own speed varies more than the {stats.MAX_SPREAD:.0%} "

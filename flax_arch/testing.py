@@ -671,8 +671,8 @@ def assert_parity(
     if isinstance(loss, tuple) and not (len(loss) == 2 and all(map(callable, loss))):
         raise ValueError("loss must be None, a registry loss name or a (flax_loss, "
                          "torch_loss) pair of callables")
-    if compiler_options is not None and not (
-            isinstance(compiler_options, dict) and all(isinstance(k, str) for k in compiler_options)):
+    if compiler_options is not None and not (isinstance(compiler_options, dict) and all(
+            isinstance(k, str) for k in compiler_options)):
         raise ValueError("compiler_options must be None or a dict of XLA option names to "
                          f"values, got {compiler_options!r}")
     report = ParityReport(dtype.name, train, tolerance(dtype) if rtol is None else float(rtol),

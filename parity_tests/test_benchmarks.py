@@ -341,7 +341,8 @@ def test_machine_check_reports_the_spread_of_a_fixed_loop():
     noisy = harness.MachineCheck([1e3 * t for t in NOISY], 0.025)
     assert steady.spread < stats.MAX_SPREAD < noisy.spread
     assert noisy.slowest_over_fastest == pytest.approx(15 / 7)
-    assert "9 samples of 25 ms: spread 36% (IQR / median), slowest / fastest 2.14" in noisy.describe()
+    assert ("9 samples of 25 ms: spread 36% (IQR / median), slowest / fastest 2.14"
+            in noisy.describe())
     check = harness.check_machine(seconds=0.05, sample_s=0.005)
     assert len(check.samples_ms) >= stats.MIN_SAMPLES and min(check.samples_ms) > 0
 
