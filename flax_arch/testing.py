@@ -453,8 +453,8 @@ class _Run:
 
     def jax_value_and_grad(self, graphdef, params, rest, weights):
         w = jax.device_put(weights.astype(self.report.dtype))
-        return self.jit.value_and_grad(graphdef, self.loss, self.diff, params, rest, self.flax_in,
-                               self.cotangents[0], self.target[0], w)
+        return self.jit.value_and_grad(graphdef, self.loss, self.diff, params, rest,
+                                       self.flax_in, self.cotangents[0], self.target[0], w)
 
     def torch_outputs(self, check: str, out) -> list[np.ndarray]:
         """The torch output leaves in Flax's layout, their number and shapes checked."""
@@ -550,7 +550,7 @@ class _Run:
             # the update applies to the parameters as the call left them: torch's optimizer
             # sees a forward's in-place changes too (Embedding's max_norm renormalisation)
             flat_params, opt_state = self.jit.update(tx, flat(grads), opt_state,
-                                             flat(_with_changes(params, changed)))
+                                                     flat(_with_changes(params, changed)))
             params = flat.tree(flat_params)
             del grads
             nnx.update(self.flax, params, rest)

@@ -27,6 +27,7 @@ def _assign(variable, value) -> None:
     else:
         variable[...] = value
 
+
 def _tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
     """Expands an int to an n-tuple, checking a given tuple's length."""
     if isinstance(value, (int, np.integer)):
