@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.platform == "cpu" and os.getloadavg()[0] > os.cpu_count():
         note(f"warning: the load average exceeds the machine's {os.cpu_count()} cores: other "
              "processes compete for them, and the timings will not be reliable")
-    machine = None
-    if device.platform == "cpu":
+    if device.platform == "cpu":  # before the run; each case times the same loop beside it
         machine = harness.check_machine(seconds=1.0 if quick else 3.0,
                                         sample_s=opts.min_sample_s)
         note(f"machine check: {machine.describe()}")
@@ -301,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results
     try:
-        records, interrupted = _run(todo, args, opts, device, note, start,
-                                    None if machine is None else machine.spread)
+        records, interrupted = _run(todo, args, opts, device, note, start)
     finally:
         signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - start
@@ -344,9 +342,8 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _run(todo, args, opts, device, note, start, machine_spread=None):
-    """Every case in turn under a progress bar; returns the records and whether interrupted.
-    ``machine_spread`` (the run's machine check) goes into every record."""
+def _run(todo, args, opts, device, note, start):
+    """Every case in turn under a progress bar; returns the records and whether interrupted."""
     from tqdm import tqdm
 
     from benchmarks import harness, report
@@ -360,10 +357,7 @@ def _run(todo, args, opts, device, note, start, machine_spread=None):
                                            f"skipped: --time-limit {args.time_limit:g} s reached")
                 continue
             try:
-                new = harness.run_case(case, args.modes, opts, device, note)
-                for r in new:
-                    r.machine_spread = machine_spread
-                records += new
+                records += harness.run_case(case, args.modes, opts, device, note)
             except KeyboardInterrupt:
                 note("interrupted: the results so far follow")
                 return records, True

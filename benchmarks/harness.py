@@ -38,6 +38,7 @@ with its reasons (:func:`stats.verdict`).
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
 import importlib
 import math
@@ -65,7 +66,7 @@ from flax_arch.nn import Stochastic, lowering
 
 __all__ = ["Options", "Record", "Case", "Pair", "Timing", "MachineCheck", "import_families",
            "cases", "build_pair", "run_pair", "run_case", "measure", "skipped", "check_machine",
-           "MODES"]
+           "machine_control", "MODES"]
 
 MODES = ("forward", "train")
 LEARNING_RATE = 1e-3
@@ -156,7 +157,7 @@ class Record:
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
     load_avg: float | None = None  # 1-minute load average after the case
-    machine_spread: float | None = None  # the run's check_machine() spread (CPU runs)
+    machine_spread: float | None = None  # IQR / median of the fixed loop timed beside (CPU)
     error: str | None = None
     skipped: str | None = None  # why the case was not run
     torch_compile_error: str | None = None
@@ -424,6 +425,7 @@ class Timing:
     calls_per_sample: dict[str, int]
     other_cores: float | None
     wall_s: float
+    control: list[float] = field(default_factory=list)  # the fixed loop's samples, if timed
 
 
 # A case's budget is at least this many rounds of one sample per side: enough for the
@@ -440,10 +442,15 @@ def _rotated(names: list[str], r: int) -> list[str]:
     return names[r % len(names):] + names[:r % len(names)]
 
 
-def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
+def measure(sides: dict[str, Callable[[], Any]], opts: Options,
+            control: Callable[[], Any] | None = None) -> Timing:
     """Times each side, a synchronised call of no arguments: calibration, warm-up until
     settled, then interleaved samples until precise or the budget is spent (the module
-    docstring gives the steps; ``opts.min_sample_s`` and ``opts.budget_s`` are read)."""
+    docstring gives the steps; ``opts.min_sample_s`` and ``opts.budget_s`` are read).
+
+    ``control``, a call of fixed work (:func:`machine_control`), is timed once per timing
+    round in samples as long as the sides': how steady the machine itself was meanwhile. It
+    neither extends nor shortens the sampling."""
     names = list(sides)
     gc.collect()
     gc_enabled = gc.isenabled()
@@ -481,9 +488,15 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
         for name in names:
             recent = warm[name][-stats.SETTLE_WINDOW:] or seen[name]
             calls[name] = _calls_per_sample(opts.min_sample_s, statistics.median(recent))
+        controlled = []
+        if control is not None:
+            _time_block(control, 1)
+            control_calls = _calls_per_sample(opts.min_sample_s, _time_block(control, 1))
         while not stats.precise(samples) and (not over(1.0) or not all(samples.values())):
             for name in _rotated(names, r):
                 samples[name].append(sample(name))
+            if control is not None:
+                controlled.append(_time_block(control, control_calls))
             r += 1
         wall = time.perf_counter() - t0
         cpu1 = _cpu_seconds()
@@ -493,7 +506,8 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options) -> Timing:
     others = None
     if cpu0 is not None and cpu1 is not None:
         others = stats.other_cores(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall)
-    return Timing(samples, settled, {n: len(warm[n]) for n in names}, calls, others, wall)
+    return Timing(samples, settled, {n: len(warm[n]) for n in names}, calls, others, wall,
+                  controlled)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -530,6 +544,11 @@ class MachineCheck:
         return (f"a fixed single-threaded loop, {len(self.samples_ms)} samples of "
                 f"{1e3 * self.sample_s:.0f} ms: spread {self.spread:.0%} (IQR / median), "
                 f"slowest / fastest {self.slowest_over_fastest:.2f}")
+
+
+def machine_control() -> Callable[[], int]:
+    """:func:`measure`'s control: about a millisecond of :func:`_fixed_work` per call."""
+    return functools.partial(_fixed_work, 20_000)
 
 
 def check_machine(seconds: float = 1.5, sample_s: float = 0.025) -> MachineCheck:
@@ -643,14 +662,16 @@ def _run_mode(p: Pair, mode: str, rec: Record, opts: Options, device: DeviceInfo
             rec.torch_compile_error = _short(err)
             note(f"{rec.model} {mode}: torch.compile failed: {rec.torch_compile_error}")
 
-    timing = measure(sides, opts)
+    timing = measure(sides, opts, machine_control() if device.platform == "cpu" else None)
     ms = {n: [1e3 * s for s in xs] for n, xs in timing.samples.items()}
     q = {n: stats.quartiles(xs) for n, xs in ms.items()}
     rec.samples_ms, rec.repeats = ms, min(len(xs) for xs in ms.values())
     rec.warmup_samples, rec.calls_per_sample = timing.warmup_samples, timing.calls_per_sample
     rec.timing_s, rec.other_cores = timing.wall_s, timing.other_cores
     rec.stable, rec.unstable_reasons = stats.verdict(timing.samples, timing.settled,
-                                                     timing.other_cores)
+                                                     timing.other_cores, control=timing.control)
+    if len(timing.control) >= 2:
+        rec.machine_spread = stats.relative_spread(timing.control)
     rec.jax_ms, rec.jax_iqr_ms = q["jax"][1], q["jax"][2] - q["jax"][0]
     rec.torch_eager_ms = q["torch_eager"][1]
     rec.torch_eager_iqr_ms = q["torch_eager"][2] - q["torch_eager"][0]

@@ -53,10 +53,11 @@ def header(records: Sequence[Record]) -> list[str]:
     loads = [x.load_avg for x in records if x.load_avg is not None]
     lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
                  f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")
-    machine = [x.machine_spread for x in records if x.machine_spread is not None]
+    machine = sorted(x.machine_spread for x in records if x.machine_spread is not None)
     if machine:
-        lines.append(f"machine check before the run: a fixed single-threaded loop's spread "
-                     f"{max(machine):.0%} (IQR / median; a stable case's sides may have "
+        lines.append(f"the machine itself, a fixed single-threaded loop timed beside each case: "
+                     f"spread {machine[0]:.0%}-{machine[-1]:.0%} (median "
+                     f"{machine[len(machine) // 2]:.0%}; a stable case's sides may have "
                      f"{stats.MAX_SPREAD:.0%} at most)")
     others = [x.other_cores for x in records if x.other_cores is not None]
     if others:

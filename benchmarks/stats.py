@@ -98,13 +98,15 @@ def other_cores(busy_s: float, own_s: float, wall_s: float) -> float:
 
 
 def verdict(samples: Mapping[str, Sequence[float]], settled_sides: Mapping[str, bool],
-            others: float | None, *, min_samples: int = MIN_SAMPLES,
-            max_spread: float = MAX_SPREAD,
+            others: float | None, *, control: Sequence[float] = (),
+            min_samples: int = MIN_SAMPLES, max_spread: float = MAX_SPREAD,
             max_other_cores: float = MAX_OTHER_CORES) -> tuple[bool, list[str]]:
     """``(stable, reasons)``: whether the sides' medians can be trusted, and why not.
 
     ``samples``: each side's timed samples; ``settled_sides``: whether its warm-up settled;
-    ``others``: :func:`other_cores` over the case (None: not known on this platform).
+    ``others``: :func:`other_cores` over the case (None: not known on this platform);
+    ``control``: samples of fixed work timed beside the sides, whose spread is the machine's
+    own (a shared virtual machine's cores slow down and speed up with their neighbours').
     """
     reasons = []
     for side, xs in samples.items():
@@ -114,6 +116,9 @@ def verdict(samples: Mapping[str, Sequence[float]], settled_sides: Mapping[str, 
             reasons.append(f"{side}: {len(xs)} sample(s) < {min_samples}")
         elif relative_spread(xs) > max_spread:
             reasons.append(f"{side} spread {relative_spread(xs):.0%} > {max_spread:.0%}")
+    if len(control) >= 2 and relative_spread(control) > max_spread:
+        reasons.append(f"the machine itself varied {relative_spread(control):.0%} (a fixed "
+                       "loop timed beside the sides)")
     if others is not None and others > max_other_cores:
         reasons.append(f"other processes used {others:.2f} cores")
     return not reasons, reasons

@@ -103,7 +103,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert math.isclose(r["roofline"], r["flops"] / r["jax_ms"] / 1e6 / r["peak_gflops"])
         assert r["threads"]["torch"] >= 1 and r["threads"]["xla"] >= 1
         assert r["versions"]["jax"] == jax.__version__ and r["versions"]["torch"]
-        assert r["machine_spread"] >= 0  # the machine check, on every CPU run
+        assert r["machine_spread"] >= 0  # the fixed loop timed beside each CPU case
     assert "machine check: a fixed single-threaded loop" in captured.err
     train = next(r for r in records if r["model"] == "mlp" and r["mode"] == "train")
     forward = next(r for r in records if r["model"] == "mlp" and r["mode"] == "forward")
@@ -111,7 +111,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     assert train["optimizer"].startswith("Adam(")
     for text in (captured.out, md.read_text()):
         assert "speedup" in text and "versions: jax" in text and "threads: torch" in text
-        assert "machine check before the run" in text
+        assert "the machine itself, a fixed single-threaded loop timed beside each case" in text
         assert "stable case(s)" in text or "no stable case" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -411,6 +411,23 @@ def test_measure_spends_the_budget_on_a_noisy_side_and_flags_it(monkeypatch):
     assert 1.0 <= clock.now < 1.2  # the budget, and at most one round more
     ok, reasons = stats.verdict(timing.samples, timing.settled, timing.other_cores)
     assert not ok and all(r.startswith("torch_eager") for r in reasons)
+
+
+def test_a_control_timed_beside_the_sides_names_the_machine_as_the_cause(monkeypatch):
+    """The control is sampled once per timing round, as long as the sides' samples, without
+    changing when sampling stops; its spread flags the case when the sides' do not."""
+    clock = _FakeClock()
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(harness, "_cpu_seconds", lambda: None)
+    sides = {"jax": clock.side(lambda n: 0.002), "torch_eager": clock.side(lambda n: 0.003)}
+    control = clock.side(lambda n: 0.001 if n // 25 % 2 == 0 else 0.002)  # 25-call phases
+    opts = harness.Options(size="quick", min_sample_s=0.025, budget_s=2.0)
+    timing = harness.measure(sides, opts, control)
+    assert len(timing.control) == len(timing.samples["jax"]) - stats.SETTLE_WINDOW
+    assert len(timing.samples["jax"]) == stats.MIN_SAMPLES  # stopped as without a control
+    ok, reasons = stats.verdict(timing.samples, timing.settled, None, control=timing.control)
+    assert not ok and len(reasons) == 1 and reasons[0].startswith("the machine itself varied")
+    assert stats.verdict(timing.samples, timing.settled, None, control=[1.0, 1.01, 0.99])[0]
 
 
 def test_a_step_slower_than_the_budget_still_gets_its_minimum_samples(monkeypatch):
