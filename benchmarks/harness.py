@@ -524,9 +524,10 @@ def _fixed_work(n: int) -> int:
 @dataclass(frozen=True)
 class MachineCheck:
     """How steady the machine itself is: a fixed single-threaded loop timed in samples as
-    long as the benchmark's (``sample_s``), back to back. On a dedicated core its spread is
-    about 1%; on a shared virtual machine whose cores' throughput swings with the neighbours'
-    load it can be tens of percent, and then no ratio of two libraries' timings is steadier."""
+    long as the benchmark's (``sample_s``), back to back. In a quiet second of the 2-core
+    virtual machine it was built on its spread was 1-5%; there, whose cores' throughput swings
+    about 2x with the neighbours' load, it reached 90%, and no ratio of two libraries'
+    timings is steadier than the machine."""
 
     samples_ms: list[float]
     sample_s: float
