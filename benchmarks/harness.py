@@ -449,8 +449,8 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options,
     docstring gives the steps; ``opts.min_sample_s`` and ``opts.budget_s`` are read).
 
     ``control``, a call of fixed work (:func:`machine_control`), is timed once per timing
-    round in samples as long as the sides': how steady the machine itself was meanwhile. It
-    neither extends nor shortens the sampling."""
+    round in samples as long as the sides' (twice at least): how steady the machine itself was
+    meanwhile. It neither extends nor shortens the sides' sampling."""
     names = list(sides)
     gc.collect()
     gc_enabled = gc.isenabled()
@@ -498,6 +498,8 @@ def measure(sides: dict[str, Callable[[], Any]], opts: Options,
             if control is not None:
                 controlled.append(_time_block(control, control_calls))
             r += 1
+        while control is not None and len(controlled) < 2:  # warm-up's samples sufficed
+            controlled.append(_time_block(control, control_calls))
         wall = time.perf_counter() - t0
         cpu1 = _cpu_seconds()
     finally:
