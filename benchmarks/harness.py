@@ -543,7 +543,6 @@ class MachineCheck:
         return max(self.samples_ms) / min(self.samples_ms)
 
     def describe(self) -> str:
-        q1, median, q3 = stats.quartiles(self.samples_ms)
         return (f"a fixed single-threaded loop, {len(self.samples_ms)} samples of "
                 f"{1e3 * self.sample_s:.0f} ms: spread {self.spread:.0%} (IQR / median), "
                 f"slowest / fastest {self.slowest_over_fastest:.2f}")
