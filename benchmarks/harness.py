@@ -554,22 +554,15 @@ def machine_control() -> Callable[[], int]:
 
 
 def check_machine(seconds: float = 1.5, sample_s: float = 0.025) -> MachineCheck:
-    """Times :func:`_fixed_work` calibrated to ``sample_s`` per sample for ``seconds``."""
-    n = 20_000
-    while True:  # calibrate: the work of one sample at the fastest speed seen
-        t0 = time.perf_counter()
-        _fixed_work(n)
-        dt = time.perf_counter() - t0
-        if dt >= sample_s / 4:
-            break
-        n *= 2
-    n = max(1, int(n * sample_s / dt))
+    """Times :func:`machine_control` in back-to-back samples of ``sample_s`` for ``seconds``
+    (at least ``stats.MIN_SAMPLES`` samples); each sample's time in ms."""
+    control = machine_control()
+    _time_block(control, 1)
+    calls = _calls_per_sample(sample_s, _time_block(control, 1))
     samples = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or len(samples) < stats.MIN_SAMPLES:
-        t0 = time.perf_counter()
-        _fixed_work(n)
-        samples.append(1e3 * (time.perf_counter() - t0))
+        samples.append(1e3 * calls * _time_block(control, calls))
     return MachineCheck(samples, sample_s)
 
 
