@@ -76,10 +76,11 @@ _JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def import_families() -> list[str]:
     """Imports every model family, ``flax_arch.models.<family>`` and its twin
-    ``torch_ref.<family>`` (the same file names); returns a message per one that fails, so
+    ``torch_ref.<family>`` (the same public file names); returns a message per one that fails, so
     that the run names it and times the others."""
     problems = []
-    for family in sorted(m.name for m in pkgutil.iter_modules(flax_arch.models.__path__)):
+    for family in sorted(m.name for m in pkgutil.iter_modules(flax_arch.models.__path__)
+                         if not m.name.startswith("_")):  # _checks: shared code, no family
         for module in (f"flax_arch.models.{family}", f"torch_ref.{family}"):
             try:
                 importlib.import_module(module)

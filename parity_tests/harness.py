@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import numpy as np
@@ -172,3 +173,39 @@ class Pair:
         assert set(ours) == set(ref), f"{what}: keys differ: {set(ours) ^ set(ref)}"
         for key, value in ref.items():
             assert_close(ours[key], value.numpy(), self.tol, f"{what} {key}", self.record)
+
+
+# ----------------------------------------------------------------------------- torchvision builders
+
+
+def assert_builders_mirror_torchvision(torchvision_builder: Callable[..., torch.nn.Module],
+                                       flax_builder: partial, torch_builder: partial,
+                                       cls: str) -> None:
+    """torch_ref's builder gives the ``state_dict`` keys (in order) and shapes of
+    torchvision's, and the Flax builder is the same partial of ``cls``: the same arguments
+    (block classes compared by name) and keywords."""
+    with torch.device("meta"):
+        ref = torchvision_builder(weights=None).state_dict()
+        ours = torch_builder().state_dict()
+    assert list(ours) == list(ref)
+    assert all(ours[k].shape == v.shape for k, v in ref.items())
+
+    def plain(v):
+        return v.__name__ if isinstance(v, type) else v
+
+    assert [plain(a) for a in flax_builder.args] == [plain(a) for a in torch_builder.args]
+    assert flax_builder.keywords == torch_builder.keywords
+    assert (flax_builder.func.__name__, torch_builder.func.__name__) == (cls, cls)
+
+
+def assert_torchvision_keys_and_shapes(torchvision_builder: Callable[..., torch.nn.Module],
+                                       build_flax: Callable[[], nnx.Module]) -> None:
+    """``build_flax()``'s model, built abstractly, has torchvision's ``state_dict`` keys, each
+    with the same dimensions up to order (the torch and Flax layouts of a weight are
+    permutations of each other)."""
+    with torch.device("meta"):
+        ref = torchvision_builder(weights=None).state_dict()
+    state = nnx.state(nnx.eval_shape(build_flax), (nnx.Param, nnx.BatchStat))
+    ours = {".".join(map(str, path)): tuple(sorted(v.shape))
+            for path, v in nnx.to_flat_state(state)}
+    assert ours == {k: tuple(sorted(v.shape)) for k, v in ref.items()}

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flax_arch.models._checks import check_image_input
 from flax_arch.nn import (
     AdaptiveAvgPool2d,
     Conv2d,
@@ -67,11 +68,7 @@ class AlexNet(Stochastic):
         )
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_SIZE:
-            raise ValueError(
-                "AlexNet expects a channels-last input of shape (batch, height, width, "
-                f"channels=3) with height and width >= {MIN_SIZE}; got shape {tuple(x.shape)}"
-            )
+        check_image_input("AlexNet", x, MIN_SIZE)
         # N x 224 x 224 x 3
         x = self.features(x)
         # N x 6 x 6 x 256

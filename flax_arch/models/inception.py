@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flax_arch.models._checks import check_image_input
 from flax_arch.nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
@@ -185,11 +186,7 @@ class GoogLeNet(Stochastic):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None
                  ) -> jax.Array | tuple[jax.Array, jax.Array, jax.Array]:
-        if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_SIZE:
-            raise ValueError(
-                "GoogLeNet expects a channels-last input of shape (batch, height, width, "
-                f"channels=3) with height and width >= {MIN_SIZE}; got shape {tuple(x.shape)}"
-            )
+        check_image_input("GoogLeNet", x, MIN_SIZE)
         x = self._transform_input(x)
         # N x 224 x 224 x 3
         x = self.conv1(x)

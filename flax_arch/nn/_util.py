@@ -1,8 +1,9 @@
-"""Argument checks and dtype rules shared by the leaf layers."""
+"""Argument checks, dtype rules and the constructor naming shared by the leaf layers."""
 
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,36 @@ import numpy as np
 
 Array = jax.Array
 Dtype = Any
+
+
+class _NamedInit:
+    """Gives each public subclass that inherits the constructor its own copy, named after it.
+
+    A family of layers (``BatchNorm1d/2d/3d``, ``MaxPool1d/2d/3d``, ...) shares torch's
+    public signature, written once, with torch's defaults, on the private class that
+    implements it. Inherited as it is, a bad call would name that class
+    (``_NormBase.__init__() got an unexpected keyword argument``): Python's message names the
+    function's code object (its ``co_qualname``), not the class called. So each public
+    subclass without an ``__init__`` of its own gets a copy of the inherited one whose code
+    object is named ``BatchNorm2d.__init__``: the same code, defaults and annotations
+    (``inspect.signature(BatchNorm2d.__init__)`` is torch's signature), and an error names
+    the class the user called. A variant whose arguments differ (``AvgPool1d`` has no
+    ``divisor_override``) writes its own ``__init__``, which is left as it is.
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and "__init__" not in vars(cls):
+            cls.__init__ = _renamed(cls.__init__, f"{cls.__qualname__}.__init__")
+
+
+def _renamed(f: types.FunctionType, qualname: str) -> types.FunctionType:
+    """A copy of f, its code object (which error messages name) and itself named ``qualname``."""
+    named = types.FunctionType(f.__code__.replace(co_qualname=qualname), f.__globals__,
+                               f.__name__, f.__defaults__, f.__closure__)
+    named.__kwdefaults__, named.__annotations__ = f.__kwdefaults__, dict(f.__annotations__)
+    named.__doc__, named.__qualname__ = f.__doc__, qualname
+    return named
 
 
 def _assign(variable, value) -> None:

@@ -16,14 +16,20 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn._util import Array, Dtype, _dtypes
+from flax_arch.nn._util import Array, Dtype, _NamedInit, _dtypes
 
 
-class ReLU(nnx.Module):
-    """torch's ``nn.ReLU`` (``inplace`` is accepted and means nothing in JAX)."""
+class _InplaceOnly(_NamedInit, nnx.Module):
+    """A layer whose torch constructor takes only ``inplace``, which is accepted and means
+    nothing in JAX (arrays are immutable). Each public subclass gets this constructor under
+    its own name (see ``_NamedInit``)."""
 
     def __init__(self, inplace: bool = False):
         del inplace
+
+
+class ReLU(_InplaceOnly):
+    """torch's ``nn.ReLU`` (``inplace`` is accepted and means nothing in JAX)."""
 
     def __call__(self, x: Array) -> Array:
         return jax.nn.relu(x)
@@ -61,11 +67,8 @@ class Hardtanh(nnx.Module):
         return _clamp(x, self.min_val, self.max_val)
 
 
-class ReLU6(nnx.Module):
+class ReLU6(_InplaceOnly):
     """torch's ``nn.ReLU6``: ``min(max(0, x), 6)`` (torch's ``Hardtanh(0, 6)``)."""
-
-    def __init__(self, inplace: bool = False):
-        del inplace
 
     def __call__(self, x: Array) -> Array:
         return _clamp(x, 0.0, 6.0)
@@ -140,11 +143,8 @@ class CELU(nnx.Module):
         return jnp.where(x > 0, x, self.alpha * jnp.expm1(_nonpositive(x) / self.alpha))
 
 
-class SELU(nnx.Module):
+class SELU(_InplaceOnly):
     """torch's ``nn.SELU`` (Klambauer et al., "Self-Normalizing Neural Networks", 2017)."""
-
-    def __init__(self, inplace: bool = False):
-        del inplace
 
     def __call__(self, x: Array) -> Array:
         return jax.nn.selu(x)
@@ -163,11 +163,8 @@ class GELU(nnx.Module):
         return jax.nn.gelu(x, approximate=self.approximate == "tanh")
 
 
-class SiLU(nnx.Module):
+class SiLU(_InplaceOnly):
     """torch's ``nn.SiLU`` (swish): ``x * sigmoid(x)``."""
-
-    def __init__(self, inplace: bool = False):
-        del inplace
 
     def __call__(self, x: Array) -> Array:
         return jax.nn.silu(x)
@@ -192,36 +189,27 @@ class Softplus(nnx.Module):
         return _softplus(x, self.beta, self.threshold)
 
 
-class Mish(nnx.Module):
+class Mish(_InplaceOnly):
     """torch's ``nn.Mish`` (Misra 2019): ``x * tanh(softplus(x))``."""
-
-    def __init__(self, inplace: bool = False):
-        del inplace
 
     def __call__(self, x: Array) -> Array:
         return x * jnp.tanh(_softplus(x, 1.0, 20.0))
 
 
-class Hardsigmoid(nnx.Module):
+class Hardsigmoid(_InplaceOnly):
     """torch's ``nn.Hardsigmoid``: ``relu6(x + 3) / 6``.
 
     Its gradient is the exact 1/6 inside (-3, 3); torch's float64 backward multiplies by 1/6
     rounded to float32 (3e-8 relative), which is not copied.
     """
 
-    def __init__(self, inplace: bool = False):
-        del inplace
-
     def __call__(self, x: Array) -> Array:
         return _clamp(x + 3, 0.0, 6.0) / 6
 
 
-class Hardswish(nnx.Module):
+class Hardswish(_InplaceOnly):
     """torch's ``nn.Hardswish`` (Howard et al., "Searching for MobileNetV3", 2019):
     ``x * relu6(x + 3) / 6``; gradient 0 up to -3, 1 from 3 on, as torch's."""
-
-    def __init__(self, inplace: bool = False):
-        del inplace
 
     def __call__(self, x: Array) -> Array:
         # x * 0 below -3: -inf gives NaN, as torch's x * relu6(x + 3) / 6

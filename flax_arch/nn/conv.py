@@ -10,34 +10,24 @@ from flax import nnx
 from jax import lax
 
 from flax_arch.nn import lowering
-from flax_arch.nn._util import (_PADDING_MODES, Array, Dtype, _bcast, _check_input,
+from flax_arch.nn._util import (_PADDING_MODES, Array, Dtype, _NamedInit, _bcast, _check_input,
                                 _check_positive, _dtypes, _tuple)
 from flax_arch.nn.init import _uniform
 
-class _ConvNd(nnx.Module):
-    """Shared code of Conv1d/Conv2d (``transposed=False``) and ConvTranspose1d/2d."""
+
+class _ConvNd(_NamedInit, nnx.Module):
+    """Shared code of Conv1d/Conv2d (``transposed=False``) and ConvTranspose1d/2d. Its
+    constructor takes every argument of both, as torch's ``_ConvNd``; ``_PlainConvNd`` and
+    ``_ConvTransposeNd`` carry torch's two public signatures, and each public class
+    inherits a copy of its own name (see ``_NamedInit``)."""
 
     ndim: int
     transposed: bool
     layout: str
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        output_padding=0,
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype | None = None,
-        param_dtype: Dtype = jnp.float32,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding,
+                 dilation, groups: int, bias: bool, padding_mode: str, output_padding, *,
+                 rngs: nnx.Rngs, dtype: Dtype | None, param_dtype: Dtype):
         name, n = type(self).__name__, self.ndim
         _check_positive(f"{name} channels", (in_channels, out_channels))
         if groups <= 0 or in_channels % groups or out_channels % groups:
@@ -146,38 +136,50 @@ class _ConvNd(nnx.Module):
         return y[0] if unbatched else y
 
 
-class Conv1d(_ConvNd):
+class _PlainConvNd(_ConvNd):
+    """torch's ``Conv1d`` / ``Conv2d`` constructor (no ``output_padding``: torch's is 0)."""
+
+    transposed = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 *, rngs: nnx.Rngs, dtype: Dtype | None = None,
+                 param_dtype: Dtype = jnp.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, 0, rngs=rngs, dtype=dtype,
+                         param_dtype=param_dtype)
+
+
+class _ConvTransposeNd(_ConvNd):
+    """torch's ``ConvTranspose1d`` / ``ConvTranspose2d`` constructor, in torch's order."""
+
+    transposed = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", *, rngs: nnx.Rngs, dtype: Dtype | None = None,
+                 param_dtype: Dtype = jnp.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, output_padding, rngs=rngs, dtype=dtype,
+                         param_dtype=param_dtype)
+
+
+class Conv1d(_PlainConvNd):
     """torch's ``nn.Conv1d``. x: (batch, length, in_channels) -> (batch, length', out_channels).
 
     ``padding`` is an int, ``'same'`` or ``'valid'``; ``padding_mode`` one of torch's four.
     """
 
-    ndim, transposed, layout = 1, False, "(batch, length, in_channels)"
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 *, rngs: nnx.Rngs, dtype: Dtype | None = None,
-                 param_dtype: Dtype = jnp.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, rngs=rngs, dtype=dtype,
-                         param_dtype=param_dtype)
+    ndim, layout = 1, "(batch, length, in_channels)"
 
 
-class Conv2d(_ConvNd):
+class Conv2d(_PlainConvNd):
     """torch's ``nn.Conv2d``. x: (batch, height, width, in_channels) -> (batch, h', w', out_channels)."""
 
-    ndim, transposed, layout = 2, False, "(batch, height, width, in_channels)"
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 *, rngs: nnx.Rngs, dtype: Dtype | None = None,
-                 param_dtype: Dtype = jnp.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, rngs=rngs, dtype=dtype,
-                         param_dtype=param_dtype)
+    ndim, layout = 2, "(batch, height, width, in_channels)"
 
 
-class ConvTranspose1d(_ConvNd):
+class ConvTranspose1d(_ConvTransposeNd):
     """torch's ``nn.ConvTranspose1d``, a learnable upsampler.
 
     x: (batch, length, in_channels) -> (batch, length', out_channels) with
@@ -185,26 +187,10 @@ class ConvTranspose1d(_ConvNd):
     + output_padding + 1``.
     """
 
-    ndim, transposed, layout = 1, True, "(batch, length, in_channels)"
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-                 padding_mode: str = "zeros", *, rngs: nnx.Rngs, dtype: Dtype | None = None,
-                 param_dtype: Dtype = jnp.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, output_padding, rngs=rngs, dtype=dtype,
-                         param_dtype=param_dtype)
+    ndim, layout = 1, "(batch, length, in_channels)"
 
 
-class ConvTranspose2d(_ConvNd):
+class ConvTranspose2d(_ConvTransposeNd):
     """torch's ``nn.ConvTranspose2d``. x: (batch, height, width, in_channels) -> (batch, h', w', out_channels)."""
 
-    ndim, transposed, layout = 2, True, "(batch, height, width, in_channels)"
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-                 padding_mode: str = "zeros", *, rngs: nnx.Rngs, dtype: Dtype | None = None,
-                 param_dtype: Dtype = jnp.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, output_padding, rngs=rngs, dtype=dtype,
-                         param_dtype=param_dtype)
+    ndim, layout = 2, "(batch, height, width, in_channels)"

@@ -19,10 +19,11 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn._util import Array, Dtype, _assign, _bcast, _check_positive, _dtypes
+from flax_arch.nn._util import (Array, Dtype, _NamedInit, _assign, _bcast, _check_positive,
+                                _dtypes)
 
 
-class _NormBase(nnx.Module):
+class _NormBase(_NamedInit, nnx.Module):
     """The state of torch's ``_NormBase``: ``weight`` (ones) and ``bias`` (zeros) of
     (num_features,) when ``affine`` (``bias=False`` drops the bias), and the running
     statistics ``running_mean``, ``running_var`` and ``num_batches_tracked`` when
@@ -30,14 +31,19 @@ class _NormBase(nnx.Module):
 
     ``model.train()`` / ``model.eval()`` set ``use_running_average``; eval mode normalises
     with the running statistics when there are any, with the input's own otherwise.
+
+    The constructor is the public one, with torch's ``_NormBase`` defaults (those of the
+    batch norms); each public class gets a copy of its own name (see ``_NamedInit``).
     """
 
     layout: str
     ranks: tuple[int, ...]
 
-    def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool,
-                 track_running_stats: bool, *, bias: bool, use_running_average: bool,
-                 dtype: Dtype | None, param_dtype: Dtype):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, bias: bool = True,
+                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
+                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
+        del rngs  # a constant initialisation, as torch's
         name = type(self).__name__
         _check_positive(f"{name} num_features", (num_features,))
         if eps <= 0:
@@ -134,29 +140,11 @@ class BatchNorm1d(_BatchNorm):
 
     layout, ranks = "(batch, channels) or (batch, length, channels)", (2, 3)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
-
 
 class BatchNorm2d(_BatchNorm):
     """torch's ``nn.BatchNorm2d``. x: (batch, height, width, channels)."""
 
     layout, ranks = "(batch, height, width, channels)", (4,)
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
 
 
 class BatchNorm3d(_BatchNorm):
@@ -164,21 +152,13 @@ class BatchNorm3d(_BatchNorm):
 
     layout, ranks = "(batch, depth, height, width, channels)", (5,)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
-
 
 class _InstanceNorm(_NormBase):
     """torch's instance normalisation (Ulyanov et al. 2016): each sample's channels are
     normalised over their spatial positions (biased variance).
 
-    Not affine and without running statistics by default, as torch. With
+    Not affine and without running statistics by default, as torch's ``_InstanceNorm``
+    (the only change its constructor makes to the public one of ``_NormBase``). With
     ``track_running_stats``, train mode updates them with the batch average of the
     instances' statistics (``momentum=None`` leaves them as they are, as torch does) and eval
     mode normalises with them; ``num_batches_tracked`` is kept and never counts, as torch's.
@@ -187,6 +167,14 @@ class _InstanceNorm(_NormBase):
     """
 
     ndim: int
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, *, bias: bool = True,
+                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
+                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
+                         rngs=rngs, use_running_average=use_running_average, dtype=dtype,
+                         param_dtype=param_dtype)
 
     def __call__(self, x: Array) -> Array:
         self._check(x)
@@ -221,29 +209,11 @@ class InstanceNorm1d(_InstanceNorm):
 
     ndim, layout, ranks = 1, "(batch, length, channels) or (length, channels)", (2, 3)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
-
 
 class InstanceNorm2d(_InstanceNorm):
     """torch's ``nn.InstanceNorm2d``. x: (batch, height, width, channels), or without batch."""
 
     ndim, layout, ranks = 2, "(batch, height, width, channels)", (3, 4)
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
 
 
 class InstanceNorm3d(_InstanceNorm):
@@ -251,15 +221,6 @@ class InstanceNorm3d(_InstanceNorm):
     batch."""
 
     ndim, layout, ranks = 3, "(batch, depth, height, width, channels)", (4, 5)
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, *, bias: bool = True,
-                 rngs: nnx.Rngs | None = None, use_running_average: bool = False,
-                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
-        del rngs  # a constant initialisation, as torch's
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias,
-                         use_running_average=use_running_average, dtype=dtype,
-                         param_dtype=param_dtype)
 
 
 class GroupNorm(nnx.Module):

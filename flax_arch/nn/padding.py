@@ -14,13 +14,18 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from flax_arch.nn._util import Array, _check_input
+from flax_arch.nn._util import Array, _NamedInit, _check_input
 
 _LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)",
             3: "(batch, depth, height, width, channels)"}
 
 
-class _PadNd(nnx.Module):
+class _PadNd(_NamedInit, nnx.Module):
+    """torch's ``padding`` argument and its application. The constructor is the public one of
+    the reflection, replication and circular pads; the constant and zero pads' private
+    classes carry theirs. A public class inherits a copy of its own name (see
+    ``_NamedInit``)."""
+
     ndim: int
     mode: str  # jnp.pad's name for it
 
@@ -81,17 +86,11 @@ class ConstantPad1d(_ConstantPadNd):
 
     ndim = 1
 
-    def __init__(self, padding, value: float):
-        super().__init__(padding, value)
-
 
 class ConstantPad2d(_ConstantPadNd):
     """torch's ``nn.ConstantPad2d``. x: (batch, height, width, channels)."""
 
     ndim = 2
-
-    def __init__(self, padding, value: float):
-        super().__init__(padding, value)
 
 
 class ConstantPad3d(_ConstantPadNd):
@@ -99,35 +98,30 @@ class ConstantPad3d(_ConstantPadNd):
 
     ndim = 3
 
-    def __init__(self, padding, value: float):
-        super().__init__(padding, value)
+
+class _ZeroPadNd(_ConstantPadNd):
+    """torch's zero pads: constant pads whose value is 0."""
+
+    def __init__(self, padding):
+        super().__init__(padding, 0.0)
 
 
-class ZeroPad1d(_ConstantPadNd):
+class ZeroPad1d(_ZeroPadNd):
     """torch's ``nn.ZeroPad1d``. x: (batch, length, channels)."""
 
     ndim = 1
 
-    def __init__(self, padding):
-        super().__init__(padding, 0.0)
 
-
-class ZeroPad2d(_ConstantPadNd):
+class ZeroPad2d(_ZeroPadNd):
     """torch's ``nn.ZeroPad2d``. x: (batch, height, width, channels)."""
 
     ndim = 2
 
-    def __init__(self, padding):
-        super().__init__(padding, 0.0)
 
-
-class ZeroPad3d(_ConstantPadNd):
+class ZeroPad3d(_ZeroPadNd):
     """torch's ``nn.ZeroPad3d``. x: (batch, depth, height, width, channels)."""
 
     ndim = 3
-
-    def __init__(self, padding):
-        super().__init__(padding, 0.0)
 
 
 class ReflectionPad1d(_PadNd):
@@ -136,17 +130,11 @@ class ReflectionPad1d(_PadNd):
 
     ndim, mode = 1, "reflect"
 
-    def __init__(self, padding):
-        super().__init__(padding)
-
 
 class ReflectionPad2d(_PadNd):
     """torch's ``nn.ReflectionPad2d``. x: (batch, height, width, channels)."""
 
     ndim, mode = 2, "reflect"
-
-    def __init__(self, padding):
-        super().__init__(padding)
 
 
 class ReflectionPad3d(_PadNd):
@@ -154,17 +142,11 @@ class ReflectionPad3d(_PadNd):
 
     ndim, mode = 3, "reflect"
 
-    def __init__(self, padding):
-        super().__init__(padding)
-
 
 class ReplicationPad1d(_PadNd):
     """torch's ``nn.ReplicationPad1d``: repeats the edge element. x: (batch, length, channels)."""
 
     ndim, mode = 1, "edge"
-
-    def __init__(self, padding):
-        super().__init__(padding)
 
 
 class ReplicationPad2d(_PadNd):
@@ -172,17 +154,11 @@ class ReplicationPad2d(_PadNd):
 
     ndim, mode = 2, "edge"
 
-    def __init__(self, padding):
-        super().__init__(padding)
-
 
 class ReplicationPad3d(_PadNd):
     """torch's ``nn.ReplicationPad3d``. x: (batch, depth, height, width, channels)."""
 
     ndim, mode = 3, "edge"
-
-    def __init__(self, padding):
-        super().__init__(padding)
 
 
 class CircularPad1d(_PadNd):
@@ -191,23 +167,14 @@ class CircularPad1d(_PadNd):
 
     ndim, mode = 1, "wrap"
 
-    def __init__(self, padding):
-        super().__init__(padding)
-
 
 class CircularPad2d(_PadNd):
     """torch's ``nn.CircularPad2d``. x: (batch, height, width, channels)."""
 
     ndim, mode = 2, "wrap"
 
-    def __init__(self, padding):
-        super().__init__(padding)
-
 
 class CircularPad3d(_PadNd):
     """torch's ``nn.CircularPad3d``. x: (batch, depth, height, width, channels)."""
 
     ndim, mode = 3, "wrap"
-
-    def __init__(self, padding):
-        super().__init__(padding)

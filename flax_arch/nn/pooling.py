@@ -19,7 +19,7 @@ from flax import nnx
 from jax import lax
 
 from flax_arch.nn import lowering
-from flax_arch.nn._util import Array, _check_input, _check_positive, _tuple
+from flax_arch.nn._util import Array, _NamedInit, _check_input, _check_positive, _tuple
 
 _LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)",
             3: "(batch, depth, height, width, channels)"}
@@ -58,7 +58,11 @@ def _flat_positions(x: Array, ndim: int) -> Array:
     return flat.reshape((1,) * (x.ndim - ndim - 1) + spatial + (1,))
 
 
-class _Pool(nnx.Module):
+class _Pool(_NamedInit, nnx.Module):
+    """The window of torch's max and average pools. Each kind's private class carries its
+    public constructor; the public classes inherit a copy of their own name (see
+    ``_NamedInit``)."""
+
     ndim: int
 
     def __init__(self, kernel_size, stride, padding, dilation, ceil_mode):
@@ -112,7 +116,8 @@ def _max_with_indices(taps):
 
 
 class _MaxPool(_Pool):
-    def __init__(self, kernel_size, stride, padding, dilation, return_indices, ceil_mode):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         self.return_indices = return_indices
 
@@ -143,20 +148,12 @@ class MaxPool1d(_MaxPool):
 
     ndim = 1
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-
 
 class MaxPool2d(_MaxPool):
     """torch's ``nn.MaxPool2d``. x: (batch, height, width, channels) -> (batch, h', w',
     channels); with ``return_indices``, also each maximum's index ``h * width + w``."""
 
     ndim = 2
-
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
 
 class MaxPool3d(_MaxPool):
@@ -165,20 +162,17 @@ class MaxPool3d(_MaxPool):
 
     ndim = 3
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-
 
 # ----------------------------------------------------------------------------- average
 
 
 class _AvgPool(_Pool):
     """The divisor is torch's: the window clipped to the padded input (``count_include_pad``)
-    or to the input itself, or ``divisor_override``."""
+    or to the input itself, or ``divisor_override``. The constructor is AvgPool2d's and
+    AvgPool3d's; AvgPool1d, which has no ``divisor_override``, writes its own."""
 
-    def __init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                 divisor_override):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
         super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         if divisor_override is not None and divisor_override <= 0:
             raise ValueError(f"{type(self).__name__}: divisor_override must be positive, got "
@@ -220,34 +214,24 @@ class AvgPool2d(_AvgPool):
 
     ndim = 2
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None):
-        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,
-                         divisor_override)
-
 
 class AvgPool3d(_AvgPool):
     """torch's ``nn.AvgPool3d``. x: (batch, depth, height, width, channels)."""
 
     ndim = 3
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None):
-        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,
-                         divisor_override)
-
 
 # ----------------------------------------------------------------------------- power average
 
 
-class _LPPool(nnx.Module):
+class _LPPool(_NamedInit, nnx.Module):
     """torch's power-average pooling: ``(sum over the window of x ** p) ** (1 / p)``, from
     torch's unpadded average pool times the kernel size (so with ``ceil_mode`` an overhanging
     window's sum is scaled as torch's is); ``p = inf`` is the maximum of ``|x|``."""
 
     ndim: int
 
-    def __init__(self, norm_type: float, kernel_size, stride, ceil_mode):
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
         name = type(self).__name__
         if norm_type == 0:
             raise ValueError(f"{name}: norm_type must be a non-zero value, but got {norm_type}")
@@ -280,26 +264,17 @@ class LPPool1d(_LPPool):
 
     ndim = 1
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
-        super().__init__(norm_type, kernel_size, stride, ceil_mode)
-
 
 class LPPool2d(_LPPool):
     """torch's ``nn.LPPool2d``. x: (batch, height, width, channels) -> (batch, h', w', channels)."""
 
     ndim = 2
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
-        super().__init__(norm_type, kernel_size, stride, ceil_mode)
-
 
 class LPPool3d(_LPPool):
     """torch's ``nn.LPPool3d``. x: (batch, depth, height, width, channels)."""
 
     ndim = 3
-
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
-        super().__init__(norm_type, kernel_size, stride, ceil_mode)
 
 
 # ----------------------------------------------------------------------------- adaptive
@@ -322,7 +297,7 @@ def _output_size(name: str, output_size, n: int) -> tuple[int | None, ...]:
     return output_size
 
 
-class _AdaptivePool(nnx.Module):
+class _AdaptivePool(_NamedInit, nnx.Module):
     ndim: int
 
     def __init__(self, output_size):
@@ -365,18 +340,12 @@ class AdaptiveAvgPool1d(_AdaptiveAvgPool):
 
     ndim = 1
 
-    def __init__(self, output_size):
-        super().__init__(output_size)
-
 
 class AdaptiveAvgPool2d(_AdaptiveAvgPool):
     """torch's ``nn.AdaptiveAvgPool2d``, bins as :class:`AdaptiveAvgPool1d` on each axis
     (``None`` keeps an axis). x: (batch, h, w, channels) -> (batch, *output_size, channels)."""
 
     ndim = 2
-
-    def __init__(self, output_size):
-        super().__init__(output_size)
 
 
 class AdaptiveAvgPool3d(_AdaptiveAvgPool):
@@ -385,16 +354,13 @@ class AdaptiveAvgPool3d(_AdaptiveAvgPool):
 
     ndim = 3
 
-    def __init__(self, output_size):
-        super().__init__(output_size)
-
 
 class _AdaptiveMaxPool(_AdaptivePool):
     """The maximum over torch's adaptive bins, one spatial axis after another from the last
     (so the first maximum along each axis in turn is torch's first in row-major order); the
     index is torch's."""
 
-    def __init__(self, output_size, return_indices):
+    def __init__(self, output_size, return_indices: bool = False):
         super().__init__(output_size)
         self.return_indices = return_indices
 
@@ -431,9 +397,6 @@ class AdaptiveMaxPool1d(_AdaptiveMaxPool):
 
     ndim = 1
 
-    def __init__(self, output_size, return_indices: bool = False):
-        super().__init__(output_size, return_indices)
-
 
 class AdaptiveMaxPool2d(_AdaptiveMaxPool):
     """torch's ``nn.AdaptiveMaxPool2d``. x: (batch, h, w, channels) -> (batch, *output_size,
@@ -441,15 +404,9 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPool):
 
     ndim = 2
 
-    def __init__(self, output_size, return_indices: bool = False):
-        super().__init__(output_size, return_indices)
-
 
 class AdaptiveMaxPool3d(_AdaptiveMaxPool):
     """torch's ``nn.AdaptiveMaxPool3d``. x: (batch, d, h, w, channels) -> (batch,
     *output_size, channels)."""
 
     ndim = 3
-
-    def __init__(self, output_size, return_indices: bool = False):
-        super().__init__(output_size, return_indices)

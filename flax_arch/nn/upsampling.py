@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_arch.nn._util import Array
+from flax_arch.nn._util import Array, _check_positive
 from flax_arch.nn.pooling import _adaptive_mean
 
 _MODES = {"nearest": None, "nearest-exact": None, "area": None, "linear": 1, "bilinear": 2,
@@ -160,9 +160,7 @@ class PixelShuffle(nnx.Module):
     """
 
     def __init__(self, upscale_factor: int):
-        if upscale_factor < 1:
-            raise ValueError(f"PixelShuffle: upscale_factor must be positive, got "
-                             f"{upscale_factor}")
+        _check_positive("PixelShuffle upscale_factor", (upscale_factor,))
         self.upscale_factor = upscale_factor
 
     def __call__(self, x: Array) -> Array:
@@ -185,9 +183,7 @@ class PixelUnshuffle(nnx.Module):
     """
 
     def __init__(self, downscale_factor: int):
-        if downscale_factor < 1:
-            raise ValueError(f"PixelUnshuffle: downscale_factor must be positive, got "
-                             f"{downscale_factor}")
+        _check_positive("PixelUnshuffle downscale_factor", (downscale_factor,))
         self.downscale_factor = downscale_factor
 
     def __call__(self, x: Array) -> Array:
