@@ -16,7 +16,9 @@ import flax_arch.models.resnet as F
 import torch_ref
 import torch_ref.resnet as T
 from flax_arch.interop import to_channels_last
-from parity_tests.harness import TORCH_DTYPES, Pair, assert_close
+from parity_tests.harness import (TORCH_DTYPES, Pair, assert_builders_mirror_torchvision,
+                                  assert_close, assert_torchvision_keys_and_shapes,
+                                  uninitialised)
 from parity_tests.tolerances import tolerance
 
 torchvision = pytest.importorskip("torchvision")
@@ -62,7 +64,7 @@ def check_against_torch(torch_model, build_flax, x_shape, dtype, family, *, trai
     compares outputs; in train mode also the running statistics, and with ``gradients`` the
     gradients of every parameter and of the input."""
     torch_model = torch_model.to(TORCH_DTYPES[np.dtype(dtype)]).train(train)
-    flax_model = nnx.jit(lambda: build_flax(dtype))()  # one compiled initialisation
+    flax_model = uninitialised(lambda: build_flax(dtype))  # every weight comes from torch
     flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
     flax_model.train() if train else flax_model.eval()
     rng = np.random.default_rng(0)
@@ -140,9 +142,16 @@ def test_torchvision_resnets(name, dtype, train):
 
 
 def test_torchvision_resnext_with_dilation():
-    """ResNeXt-50 32x4d whose last two stages keep stride 8 with dilated 3x3 convolutions."""
-    kwargs = dict(replace_stride_with_dilation=[False, True, True])
-    check_against_torch(_tv("resnext50_32x4d", **kwargs), _flax("resnext50_32x4d", **kwargs),
+    """A ResNeXt whose last two stages keep stride 8 with dilated grouped 3x3 convolutions.
+    Two blocks in each of those stages, so that every dilation case occurs: a stage's first
+    block at the previous stage's dilation (1, then 2), the blocks after it at their own (2,
+    then 4); ResNeXt-50 32x4d's 16 blocks repeat them (its keys: the builder tests). 8
+    groups: the grouped form is the same for any count up to 64, and 32 took 1.6x as long."""
+    kwargs = dict(groups=8, width_per_group=4, replace_stride_with_dilation=[False, True, True])
+    torch.manual_seed(0)
+    tv = torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 2, 2], **kwargs)
+    check_against_torch(tv, lambda dtype: F.ResNet(F.Bottleneck, [1, 1, 2, 2], **kwargs,
+                                                   rngs=nnx.Rngs(0), param_dtype=dtype),
                         (1, 3, 64, 64), F64, "resnet", train=False)
 
 
@@ -156,43 +165,17 @@ BUILDERS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resne
             "wide_resnet50_2"]
 
 
-def mirrored_builder(flax_builder, torch_builder) -> tuple:
-    """A builder partial in a form comparable across the packages: block classes by name."""
-    def plain(v):
-        return v.__name__ if isinstance(v, type) else v
-
-    assert [plain(a) for a in flax_builder.args] == [plain(a) for a in torch_builder.args]
-    assert flax_builder.keywords == torch_builder.keywords
-    return flax_builder.func.__name__, torch_builder.func.__name__
-
-
-def abstract_torch_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
-    """State keys of an abstract (``nnx.eval_shape``) model with their dimensions, sorted:
-    the torch and Flax layouts of a weight are permutations of each other."""
-    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
-    return {".".join(map(str, path)): tuple(sorted(v.shape))
-            for path, v in nnx.to_flat_state(state)}
-
-
 @pytest.mark.parametrize("name", BUILDERS)
 def test_builders_mirror_torchvision(name):
-    """torch_ref's builder gives torchvision's state_dict keys and shapes; the Flax builder
-    is the same partial."""
-    with torch.device("meta"):
-        ref = getattr(torchvision.models, name)(weights=None).state_dict()
-        ours = getattr(T, name)().state_dict()
-    assert list(ours) == list(ref)
-    assert all(ours[k].shape == v.shape for k, v in ref.items())
-    assert mirrored_builder(getattr(F, name), getattr(T, name)) == ("ResNet", "ResNet")
+    assert_builders_mirror_torchvision(getattr(torchvision.models, name), getattr(F, name),
+                                       getattr(T, name), "ResNet")
 
 
 @pytest.mark.parametrize("name", [n if n == "resnet50" else pytest.param(n, marks=slow)
                                   for n in BUILDERS])
 def test_flax_builders_have_torchvision_keys_and_shapes(name):
-    with torch.device("meta"):
-        ref = getattr(torchvision.models, name)(weights=None).state_dict()
-    ours = abstract_torch_shapes(nnx.eval_shape(lambda: _flax(name)(F32)))
-    assert ours == {k: tuple(sorted(v.shape)) for k, v in ref.items()}
+    assert_torchvision_keys_and_shapes(getattr(torchvision.models, name),
+                                       lambda: _flax(name)(F32))
 
 
 # ----------------------------------------------------------------------------- initialisation
