@@ -10,7 +10,7 @@ from flax import nnx
 
 import torch_ref.alexnet
 from flax_arch.models.alexnet import AlexNet
-from parity_tests.harness import Pair
+from parity_tests.harness import Pair, uninitialised
 
 DTYPES = [np.float64, np.float32]
 
@@ -28,7 +28,8 @@ def torchvision_pair(dtype, size: int, hidden: int = 4096) -> Pair:
     if hidden != 4096:
         for i, (n_in, n_out) in {1: (9216, hidden), 4: (hidden, hidden), 6: (hidden, 1000)}.items():
             tv.classifier[i] = torch.nn.Linear(n_in, n_out)
-    ours = AlexNet(hidden_features=hidden, rngs=nnx.Rngs(0), param_dtype=dtype)
+    ours = uninitialised(lambda: AlexNet(hidden_features=hidden, rngs=nnx.Rngs(0),
+                                         param_dtype=dtype))
     x = np.random.default_rng(0).standard_normal((1, 3, size, size))
     return Pair.of_modules(tv, ours, [x], ["NCHW"], ["NC"], dtype, family="alexnet", train=False)
 

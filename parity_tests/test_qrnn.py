@@ -8,6 +8,8 @@ zoneout (eval exact; train-mode statistics on both sides), dropout between layer
 slide's shapes, the state_dict layout, and bad input.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,6 +144,7 @@ def test_scan_modes_agree(seq):
     c0 = jnp.asarray(rng.uniform(-1, 1, (2, 4)))
     g = jnp.asarray(rng.standard_normal((2, seq, 4)))
 
+    @functools.partial(jax.jit, static_argnums=0)
     def run(pool):
         out, vjp = jax.vjp(pool, a, b, c0)
         return [out, *vjp(g)]
