@@ -15,7 +15,13 @@ from parity_tests.harness import Pair
 from parity_tests.tolerances import (ADAM_EVAL_FLOAT64_ONLY, ADAM_FLOAT64_ONLY,
                                      FLOAT32_FORWARD_ONLY)
 
+# Models whose generic checks run in their own file on a superset of the registry's
+# configuration, with the reason. GoogLeNet: with its auxiliary heads on, and with BatchNorm
+# statistics calibrated on a batch, without which eval mode's activations shrink to 4e-12 of
+# fc.bias and an eval-mode check compares fc.bias with itself (test_inception.py).
+CHECKED_IN_OWN_FILE = {"googlenet": "test_inception.py"}
 MODELS = flax_arch.list_models()
+GENERIC = [name for name in MODELS if name not in CHECKED_IN_OWN_FILE]
 DTYPES = [np.float64, np.float32]
 
 
@@ -39,7 +45,7 @@ def test_both_registries_list_the_same_models():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", GENERIC)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_parity(name, dtype, train):
     """Both modes compile the loss (eval mode without using it), so that a model whose
