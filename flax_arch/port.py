@@ -473,7 +473,11 @@ def _pad(x, pad, mode="constant", value=None):
 def _interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None, antialias=False):
     """torch's F.interpolate: modes 'nearest', 'nearest-exact', 'linear', 'bilinear',
-    'trilinear', separably along each spatial dim, with torch's source coordinates."""
+    'trilinear', separably along each spatial dim, at the source positions of torch's CPU
+    kernels (torch 2.14): the scale rounded to the opmath type ``t`` (float64 for a float64
+    input, else float32), the position computed in float64 and rounded to ``t`` (to float32
+    for the nearest modes) before the floor. An interpolating mode copies an axis whose size
+    does not change; 2-D 'nearest' does too, and halves the index where the size doubles."""
     n = x.ndim - 2
     in_sizes = x.shape()[2:]
     if size is not None:
@@ -483,26 +487,31 @@ def _interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=
         out_sizes = [int(math.floor(s * f)) for s, f in zip(in_sizes, factors)]
         scales = [None if recompute_scale_factor else 1.0 / f for f in factors]
     a = x.a
+    t = np.float64 if a.dtype == np.float64 else np.float32
+    nearest = mode in ("nearest", "nearest-exact")
     for d, (n_in, n_out, scale) in enumerate(zip(in_sizes, out_sizes, scales), start=2):
-        i = x.ax(d)
-        dst = np.arange(n_out, dtype=np.float64)
-        if align_corners and mode not in ("nearest", "nearest-exact"):
-            ratio = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        shortcut = not nearest or (mode == "nearest" and n == 2)
+        if shortcut and n_out == n_in:
+            continue
+        i, dst = x.ax(d), np.arange(n_out, dtype=np.float64)
+        if shortcut and nearest and n_out == 2 * n_in:
+            a = jnp.take(a, np.arange(n_out) // 2, axis=i)
+            continue
+        if align_corners and not nearest:
+            src = float(t((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)) * dst
         else:
-            ratio = scale if scale is not None else n_in / n_out
-        if mode == "nearest":
-            a = jnp.take(a, np.minimum(np.floor(dst * ratio), n_in - 1).astype(int), axis=i)
+            ratio = float(t(scale if scale is not None else n_in / n_out))
+            src = (dst + (mode == "nearest-exact") * 0.5) * ratio if nearest else \
+                np.maximum(ratio * (dst + 0.5) - 0.5, 0.0)
+        src = src.astype(np.float32 if nearest else t)
+        i0 = np.minimum(np.floor(src.astype(np.float32)).astype(int), n_in - 1)
+        if nearest:
+            a = jnp.take(a, i0, axis=i)
             continue
-        if mode == "nearest-exact":
-            a = jnp.take(a, np.minimum(np.floor((dst + 0.5) * ratio), n_in - 1).astype(int),
-                         axis=i)
-            continue
-        src = dst * ratio if align_corners else np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
-        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
         i1 = np.minimum(i0 + 1, n_in - 1)
         shape = [1] * a.ndim
         shape[i] = n_out
-        lam = jnp.asarray((src - i0).reshape(shape), a.dtype)
+        lam = jnp.asarray(np.clip(src - i0, 0, 1).reshape(shape), a.dtype)
         a = jnp.take(a, i0, axis=i) * (1 - lam) + jnp.take(a, i1, axis=i) * lam
     return _T(a, x.p)
 
@@ -907,9 +916,21 @@ def _where(node) -> str:
     return f"node '{node.name}'" + (f" in module '{next(reversed(stack))}'" if stack else "")
 
 
+def _constant(module, target: str, lifted: dict):
+    """The tensor that a get_attr node reads where it is no parameter or buffer: one that fx
+    lifted into the graph, or a plain tensor attribute of the module or of a submodule (None
+    for a parameter or buffer, which the port holds as the state_dict holds it)."""
+    if target in lifted:
+        return lifted[target]
+    owner, _, name = target.rpartition(".")
+    m = module.get_submodule(owner)
+    return None if name in m._parameters or name in m._buffers else getattr(m, name)
+
+
 def _translate(graph, module, lifted: dict, shapes):
     """The graph as a :class:`_Program`, what it cannot translate (``(op, node, why)``), and
-    the tensors it reads that are no parameter or buffer (``lifted``: those fx made).
+    the tensors it reads that are no parameter or buffer (``lifted``: those fx made; the
+    others are the module's plain tensor attributes).
     ``shapes``: the input shapes the graph was traced for, where it holds them."""
     table, _ = _function_table()
     steps, problems, constants = [], [], {}
@@ -918,8 +939,9 @@ def _translate(graph, module, lifted: dict, shapes):
         if node.op in ("placeholder", "output"):
             steps.append(_Step(node.op, node.name, args=args))
         elif node.op == "get_attr":
-            if node.target in lifted:
-                constants[node.target] = lifted[node.target]
+            constant = _constant(module, node.target, lifted)
+            if constant is not None:
+                constants[node.target] = constant
             steps.append(_Step("get_attr", node.name, target=node.target))
         elif node.op == "call_module":
             m = module.get_submodule(node.target)
@@ -1052,7 +1074,6 @@ def _tracers():
     """fx's tracer with the port's leaves, and one whose shape queries answer with the
     example inputs' sizes (for a forward that checks its input's shape: torch.export
     specialises on static shapes the same way)."""
-    import torch
     import torch.fx as fx
 
     class Tracer(fx.Tracer):
@@ -1126,7 +1147,6 @@ def _tracers():
             node.meta["value"] = value
             return proxy
 
-    del torch
     return Tracer, ShapeTracer
 
 
@@ -1213,8 +1233,10 @@ def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
     called = {s.target for p in programs.values() for s in p.steps if s.op == "call_module"}
     root = _fill(Ported(programs[True], programs[False], channels_last, module.training),
                  module, called)
-    for name, tensor in constants.items():
-        setattr(root, name, nnx.Variable(jnp.asarray(_to_numpy(tensor))))
+    for path, tensor in constants.items():  # not in the state_dict: plain Variables
+        *parent, name = path.split(".")
+        setattr(functools.reduce(getattr, parent, root), name,
+                nnx.Variable(jnp.asarray(_to_numpy(tensor))))
     _load(root, module)
     root.train() if module.training else root.eval()
     return root

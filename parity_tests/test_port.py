@@ -246,6 +246,32 @@ def test_train_mode_graph_stochastic_depth():
           checks=("forward",), rtol=DEEP)
 
 
+@pytest.mark.slow  # 16 s on 2 cores
+def test_torchvision_googlenet_auxiliary_heads_in_train_mode_only():
+    """GoogLeNet's forward reads ``self.training`` (the auxiliary heads run, and a namedtuple
+    of three logits is returned, in train mode only): the train-mode port returns torch's
+    namedtuple, with torch's main logits and BatchNorm statistics (the auxiliary heads'
+    dropout, p=0.7 in train mode, draws from ``rngs``); the eval-mode port one tensor,
+    torch's. float32, the deep-network tolerance."""
+    torch.manual_seed(0)
+    model = randomize(torchvision.models.GoogLeNet(num_classes=10, aux_logits=True,
+                                                   init_weights=False, dropout=0.0))
+    x = normal(2, 3, 64, 64).astype(np.float32)
+    ported = port(model.train(), torch.zeros(2, 3, 64, 64))
+    out = nnx.jit(lambda m, x: m(x, rngs=nnx.Rngs(dropout=0)))(
+        ported, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    with torch.no_grad():
+        ref = model(torch.as_tensor(x))
+    assert type(out) is type(ref) and out._fields == ("logits", "aux_logits2", "aux_logits1")
+    assert [a.shape for a in out] == [(2, 10)] * 3
+    flax_arch.testing.assert_close(out.logits, ref.logits.numpy(), DEEP, "train-mode logits")
+    ours = torch_state_dict(ported)
+    for key, value in model.state_dict().items():
+        if ".running_" in key:
+            flax_arch.testing.assert_close(ours[key], value.numpy(), DEEP, key)
+    check(model, x, dtype="float32", checks=("forward",), rtol=DEEP)
+
+
 # ----------------------------------------------------------------------------- compositions
 
 
@@ -335,6 +361,39 @@ class Resample(nn.Module):
         return d, e, f, g, h, i
 
 
+class Interpolations(nn.Module):
+    """F.interpolate in every mode of the input's rank at scales and sizes whose source
+    positions fall at rounding boundaries of torch's CPU kernels (a float32 position, an
+    unchanged or doubled size, align_corners)."""
+
+    def forward(self, x):
+        spatial = x.dim() - 2
+        modes = [("nearest", None), ("nearest-exact", None)] + [
+            (m, ac) for m in ("linear", "bilinear", "trilinear")[spatial - 1:spatial]
+            for ac in (None, True)]
+        out = []
+        for mode, align_corners in modes:
+            for factor in (1.05, 1.1, 1.3, 1.7, 2.05, 2.3, 0.7):
+                out.append(F.interpolate(x, scale_factor=(factor,) + (1.3,) * (spatial - 1),
+                                         mode=mode, align_corners=align_corners))
+            out.append(F.interpolate(x, scale_factor=1.3, mode=mode, align_corners=align_corners,
+                                     recompute_scale_factor=True))
+            out.append(F.interpolate(x, size=(7,) * spatial, mode=mode,
+                                     align_corners=align_corners))
+        return tuple(out)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(2, 3, 2), (1, 2, 16), (1, 2, 31), (1, 2, 34), (1, 2, 5, 31),
+                                   (1, 2, 10, 7), (1, 1, 10, 3, 7)], ids=str)
+def test_interpolate_at_torchs_source_positions(shape, dtype):
+    """A source index off by one is an O(1) error: float32 and float64 at their tolerances."""
+    layout = {3: "NCL", 4: "NCHW", 5: "NCDHW"}[len(shape)]
+    check(Interpolations(), normal(*shape).astype(dtype), dtype=dtype, checks=("forward",),
+          rtol=LAYER if dtype == "float32" else None, layouts=[layout],
+          output_layouts=[layout] * 36)
+
+
 class InPlace(nn.Module):
     """In-place operations, which change the value later readers see."""
 
@@ -381,8 +440,58 @@ class Vocabulary(nn.Module):
         return self.fc(self.gelu(self.flat(y)))
 
 
+WINDOW = torch.tensor([0.5, 1.0, 2.0, 1.0, 0.5])  # a global tensor: fx lifts it into the graph
+
+
+class Offset(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.value = torch.randn(4, 1, 1)  # a plain tensor attribute of a submodule
+
+    def forward(self, x):
+        return x + self.value
+
+
+class Direct(nn.Module):
+    """Tensors the graph reads directly (get_attr): leaf layers' parameters used by
+    functional ops (torch's layout, whatever the layer stores), a non-persistent buffer,
+    plain tensor attributes and a global tensor, none of which but the parameters is in
+    the state_dict; and layer norms of channels-first values, as torchvision's LayerNorm2d
+    (a subclass of nn.LayerNorm: traced through, its forward permutes and calls
+    F.layer_norm) and over (H, W), which are not stored last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = torchvision.models.convnext.LayerNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("scale", torch.rand(4, 1, 1) + 0.5, persistent=False)
+        self.shift = torch.randn(4, 1, 1)
+        self.offset = Offset()
+        with torch.no_grad():
+            self.norm.weight.normal_()
+            self.norm.bias.normal_()
+
+    def forward(self, x):  # N x 3 x 5 x 5
+        y = F.conv2d(x, self.conv.weight, self.conv.bias, padding=1) * self.scale + self.shift
+        y = self.norm(self.offset(y)) * WINDOW
+        y = F.layer_norm(y, y.shape[-2:])
+        return F.linear(y.mean((2, 3)), self.fc.weight, self.fc.bias)
+
+
+def test_a_torch_nn_subclass_is_traced_through():
+    """Dispatch is on the exact type: LayerNorm2d is no nn.LayerNorm leaf (which would
+    normalise over the last torch axis), its F.layer_norm is in the graph."""
+    ported = port(Direct().eval(), torch.zeros(2, 3, 5, 5))
+    for program in (ported._train_program, ported._eval_program):
+        assert [s.target for s in program.steps if s.op == "call_module"] == []
+        assert sum(s.fn is port_module._layer_norm for s in program.steps) == 2
+    assert isinstance(ported.norm, port_module.TracedModule)
+
+
 COMPOSITIONS = {
     "gates": (Gates, [normal(2, 3, 8, 8)]),
+    "direct": (Direct, [normal(2, 3, 5, 5)]),
     "shapes": (Shapes, [normal(2, 4, 8, 4)]),
     "sequence": (Sequence, [normal(2, 3, 12), np.random.default_rng(1).integers(0, 10, (2, 6))]),
     "resample": (Resample, [normal(2, 3, 6, 5)]),
