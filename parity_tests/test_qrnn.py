@@ -20,7 +20,7 @@ from flax import nnx
 import flax_arch
 import flax_arch.models.qrnn as fq
 import torch_ref.qrnn as tq
-from parity_tests.harness import Pair
+from parity_tests.harness import Pair, uninitialised
 
 DTYPES = [np.float64, np.float32]
 SCANS = list(fq.SCANS)
@@ -38,7 +38,8 @@ def _pair(cls: str, args: tuple, dtype=np.float64, *, batch: int = 2, seq: int =
     initial state."""
     torch.manual_seed(0)
     t = getattr(tq, cls)(*args, **kwargs)
-    f = getattr(fq, cls)(*args, **kwargs, rngs=nnx.Rngs(0), param_dtype=np.dtype(dtype))
+    f = uninitialised(lambda: getattr(fq, cls)(*args, **kwargs, rngs=nnx.Rngs(0),
+                                               param_dtype=np.dtype(dtype)))  # torch's weights
     rng = np.random.default_rng(1)
     inputs, layouts = [rng.standard_normal((batch, seq, args[0]))], ["NLC"]
     if cls == "QRNNLayer":
@@ -64,14 +65,13 @@ def _both_scans(pair: Pair) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("name", ["qrnn_layer", "qrnn"])
-def test_registered_models(name, dtype):
-    """Train mode (eval mode computes the same without zoneout and dropout; see the zoneout
-    and dropout tests), both scans; SGD with lax.scan, Adam with lax.associative_scan."""
-    _both_scans(Pair(name, dtype, train=True))
-    Pair(name, dtype).check_optimizer_steps("sgd")
-    pair = Pair(name, dtype)
+def test_registered_models_with_the_associative_scan(name, dtype):
+    """The registry's generic checks (test_registry_parity.py) run the default lax.scan in
+    both modes; this runs them with lax.associative_scan: train mode's forward, gradients and
+    Adam steps (eval mode computes the same without zoneout and dropout; see their tests)."""
+    pair = Pair(name, dtype, train=True)
     pair.flax.set_attributes(scan="associative")
-    pair.check_optimizer_steps("adam")
+    pair.check(("forward", "grad", "adam"))
 
 
 # ----------------------------------------------------------------------------- the options
@@ -125,7 +125,7 @@ def test_long_sequence_is_stable(scan):
     bias[6:12] = 6.0  # f = sigmoid(6 + ...) ~ 0.998
     layer.conv.bias[...] = jnp.asarray(bias)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3000, 4)) * 3)
-    hts, c_T = layer(x, jnp.full((2, 6), 0.9))
+    hts, c_T = nnx.jit(lambda m, x, c: m(x, c))(layer, x, jnp.full((2, 6), 0.9))
     assert np.all(np.isfinite(hts)) and np.all(np.isfinite(c_T))
     assert float(jnp.max(jnp.abs(hts))) <= 1.0 and float(jnp.max(jnp.abs(c_T))) <= 1.0
     assert float(jnp.max(jnp.abs(c_T))) > 0.05  # the memory did not simply vanish
