@@ -75,7 +75,7 @@ def test_slide_shape():
 
 @pytest.fixture(scope="module")
 def small_alexnet():
-    return AlexNet(num_classes=10, dropout=0.3, rngs=nnx.Rngs(0))
+    return nnx.jit(lambda: AlexNet(num_classes=10, dropout=0.3, rngs=nnx.Rngs(0)))()
 
 
 def test_dropout_statistics_in_train_mode(small_alexnet):
@@ -101,12 +101,13 @@ def test_dropout_statistics_in_train_mode(small_alexnet):
 def test_train_mode_masks_come_from_the_rngs_given(small_alexnet):
     model = small_alexnet
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3)), jnp.float32)
+    call = nnx.jit(lambda model, x, rngs=None: model(x, rngs=rngs))
     model.train()
-    a = model(x, rngs=nnx.Rngs(dropout=1))
-    b = model(x, rngs=nnx.Rngs(dropout=1))
-    c = model(x, rngs=nnx.Rngs(dropout=2))
+    a = call(model, x, nnx.Rngs(dropout=1))
+    b = call(model, x, nnx.Rngs(dropout=1))
+    c = call(model, x, nnx.Rngs(dropout=2))
     model.eval()
-    d, e = model(x), model(x)
+    d, e = call(model, x), call(model, x)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c) and not np.allclose(a, d)
     np.testing.assert_array_equal(d, e)
