@@ -48,6 +48,7 @@ from flax_arch import nn as fnn
 from flax_arch.interop import IDENTITY, _rules_for, _to_numpy, load_torch_state_dict
 from flax_arch.models import recurrent
 from flax_arch.nn.containers import Stochastic
+from flax_arch.nn.upsampling import _resample
 
 __all__ = ["port", "PortError", "Ported", "TracedModule", "build_torch_module"]
 
@@ -472,54 +473,18 @@ def _pad(x, pad, mode="constant", value=None):
 
 def _interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None, antialias=False):
-    """torch's F.interpolate: modes 'nearest', 'nearest-exact', 'linear', 'bilinear',
-    'trilinear', separably along each spatial dim, at the source positions of torch's CPU
-    kernels (torch 2.14): the scale rounded to the opmath type ``t`` (float64 for a float64
-    input, else float32), the position computed in float64 and rounded to ``t`` (to float32
-    for the nearest modes) before the floor. An interpolating mode copies an axis whose size
-    does not change; 2-D 'nearest' does too, and halves the index where the size doubles."""
+    """torch's F.interpolate in every mode ('nearest', 'nearest-exact', 'linear',
+    'bilinear', 'bicubic', 'trilinear', 'area'; not antialias) through the resampling of
+    flax_arch's ``Upsample``, which follows the rules of torch's CPU kernels, along the
+    stored axes of the torch spatial dims."""
     n = x.ndim - 2
-    in_sizes = x.shape()[2:]
-    if size is not None:
-        out_sizes, scales = _ntuple(size, n), [None] * n
-    else:
-        factors = _ntuple(scale_factor, n)
-        out_sizes = [int(math.floor(s * f)) for s, f in zip(in_sizes, factors)]
-        scales = [None if recompute_scale_factor else 1.0 / f for f in factors]
-    a = x.a
-    t = np.float64 if a.dtype == np.float64 else np.float32
-    nearest = mode in ("nearest", "nearest-exact")
-    for d, (n_in, n_out, scale) in enumerate(zip(in_sizes, out_sizes, scales), start=2):
-        shortcut = not nearest or (mode == "nearest" and n == 2)
-        if shortcut and n_out == n_in:
-            continue
-        i, dst = x.ax(d), np.arange(n_out, dtype=np.float64)
-        if shortcut and nearest and n_out == 2 * n_in:
-            a = jnp.take(a, np.arange(n_out) // 2, axis=i)
-            continue
-        if align_corners and not nearest:
-            src = float(t((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)) * dst
-        else:
-            ratio = float(t(scale if scale is not None else n_in / n_out))
-            src = (dst + (mode == "nearest-exact") * 0.5) * ratio if nearest else \
-                np.maximum(ratio * (dst + 0.5) - 0.5, 0.0)
-        src = src.astype(np.float32 if nearest else t)
-        i0 = np.minimum(np.floor(src.astype(np.float32)).astype(int), n_in - 1)
-        if nearest:
-            a = jnp.take(a, i0, axis=i)
-            continue
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        shape = [1] * a.ndim
-        shape[i] = n_out
-        lam = jnp.asarray(np.clip(src - i0, 0, 1).reshape(shape), a.dtype)
-        a = jnp.take(a, i0, axis=i) * (1 - lam) + jnp.take(a, i1, axis=i) * lam
-    return _T(a, x.p)
+    return _T(_resample(x.a, [x.ax(d) for d in range(2, x.ndim)],
+                        None if size is None else _ntuple(size, n),
+                        None if scale_factor is None else _ntuple(scale_factor, n),
+                        mode, align_corners, recompute_scale_factor), x.p)
 
 
-_interpolate.check = lambda a: (
-    f"mode={a.get('mode')!r}" if a.get("mode", "nearest") not in (
-        "nearest", "nearest-exact", "linear", "bilinear", "trilinear")
-    else "antialias=True" if a.get("antialias") else None)
+_interpolate.check = lambda a: "antialias=True" if a.get("antialias") else None
 
 
 def _need_rngs(rngs, what):

@@ -9,6 +9,7 @@ the layer is random.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import jax
@@ -320,6 +321,49 @@ def test_norm_refusals_name_the_layer():
 ], ids=str)
 def test_upsample(kwargs, shape):
     train_check("Upsample", (), kwargs, normal(*shape), channel=batched)
+
+
+# torch's rounding boundaries: an unchanged size from floor(n * f) (copied by the interpolating
+# modes, and by 2-D 'nearest' in torch's vectorised kernel, taken where the output's height +
+# width <= 128; resampled elsewhere), a doubled size from 2.05 (halved only there), float64
+# positions rounded to float32 (26 -> 22, 14 -> 23), in both dtypes. The nearest modes'
+# gradients against the exact mathematics: here torch's own nearest backward takes its
+# vectorised kernel's indices in every rank, which are not its forward's.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("kwargs,shape", [
+    (dict(scale_factor=1.05), (1, 2, 5)),
+    (dict(scale_factor=2.05, mode="nearest-exact"), (1, 2, 5)),
+    (dict(size=22), (1, 2, 26)),
+    (dict(size=23, mode="nearest-exact"), (1, 2, 14)),
+    (dict(scale_factor=1.05, mode="linear"), (1, 2, 6)),
+    (dict(scale_factor=(1.05, 2.05)), (1, 2, 5, 6)),
+    (dict(scale_factor=(1.05, 2.3)), (1, 2, 2, 61)),
+    (dict(scale_factor=(1.05, 0.7), mode="bilinear"), (1, 2, 5, 6)),
+    (dict(scale_factor=(1.05, 1.3), mode="bicubic"), (1, 2, 5, 6)),
+    (dict(scale_factor=(2.05, 1.05, 1.3)), (1, 2, 3, 5, 4)),
+    (dict(scale_factor=(1.05, 2.05, 0.7), mode="nearest-exact"), (1, 2, 5, 3, 4)),
+    (dict(scale_factor=(1.05, 2.05, 0.7), mode="trilinear"), (1, 2, 5, 3, 4)),
+    (dict(size=(22, 3, 23), mode="trilinear", align_corners=True), (1, 1, 26, 3, 14)),
+], ids=str)
+def test_upsample_at_torchs_rounding_boundaries(kwargs, shape, dtype):
+    x = normal(*shape).astype(dtype)
+    ref = torch.nn.Upsample(**kwargs)(torch.from_numpy(x)).numpy()
+    ours = np.moveaxis(np.asarray(nn.Upsample(**kwargs)(np.moveaxis(x, 1, -1))), -1, 1)
+    tol = 1e-10 if dtype == np.float64 else 1e-6  # an index off by one is an O(1) error
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=tol * max(1.0, np.abs(ref).max()))
+    if kwargs.get("mode", "nearest").startswith("nearest"):
+        # the gradient against the exact mathematics, not torch's backward: each output's
+        # cotangent goes to the input it copies, found by upsampling the inputs' indices
+        # (in the same dtype: its positions round differently)
+        size = math.prod(shape[2:])
+        index = torch.from_numpy(np.arange(size, dtype=dtype).reshape(1, 1, *shape[2:]))
+        src = torch.nn.Upsample(**kwargs)(index).numpy().astype(int).ravel()
+        cot = normal(*ref.shape).astype(dtype)
+        grad = jax.grad(lambda a: jnp.sum(nn.Upsample(**kwargs)(a) * np.moveaxis(cot, 1, -1)))(
+            jnp.asarray(np.moveaxis(x, 1, -1)))
+        exact = np.stack([[np.bincount(src, c.ravel(), size) for c in n] for n in cot])
+        np.testing.assert_allclose(np.moveaxis(np.asarray(grad), -1, 1).reshape(exact.shape),
+                                   exact, rtol=0, atol=tol * max(1.0, np.abs(exact).max()))
 
 
 def test_upsampling_2d_forms():
