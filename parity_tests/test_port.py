@@ -29,6 +29,7 @@ import torch_ref
 from flax_arch import load_torch_state_dict, port, torch_state_dict
 from flax_arch._tolerances import FLOAT32, FLOAT64
 from flax_arch.testing import assert_parity
+from parity_tests.harness import uninitialised
 
 port_module = sys.modules["flax_arch.port"]
 PortError = port_module.PortError
@@ -114,14 +115,9 @@ def test_shape_checking_forwards_port_at_fixed_shapes(name):
 def _twin(name, entry, model):
     """The hand-written Flax model holding the torch model's weights (built abstract, as the
     port is: no initialiser to compile)."""
-    twin = nnx.eval_shape(lambda: flax_arch.get_model(name, rngs=nnx.Rngs(0),
-                                                      param_dtype=np.float64,
-                                                      **entry.test.kwargs))
-    for _, v in nnx.to_flat_state(nnx.state(twin)):
-        value = v.get_value()
-        if isinstance(value, jax.ShapeDtypeStruct):  # placeholders (and a dropout's key)
-            key = jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
-            v.set_value(jax.random.key(0) if key else np.zeros(value.shape, value.dtype))
+    twin = uninitialised(lambda: flax_arch.get_model(name, rngs=nnx.Rngs(0),
+                                                     param_dtype=np.float64,
+                                                     **entry.test.kwargs))
     load_torch_state_dict(twin, model.state_dict())
     return twin
 
