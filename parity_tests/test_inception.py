@@ -14,8 +14,7 @@ import torch_ref.inception
 from flax_arch.models.inception import GoogLeNet, Inception
 from flax_arch.nn import MaxPool2d
 from parity_tests.harness import Pair, assert_close, uninitialised
-from parity_tests.test_registry_parity import checks as registry_checks
-from parity_tests.tolerances import tolerance
+from parity_tests.tolerances import registry_checks, tolerance
 
 DTYPES = [np.float64, np.float32]
 SMALL = (2, 3, 64, 64)  # the registry's test input: 2 x 2 x 1024 before the average pool

@@ -12,8 +12,7 @@ import pytest
 import flax_arch
 import torch_ref
 from parity_tests.harness import Pair
-from parity_tests.tolerances import (ADAM_EVAL_FLOAT64_ONLY, ADAM_FLOAT64_ONLY,
-                                     FLOAT32_FORWARD_ONLY)
+from parity_tests.tolerances import ADAM_FLOAT64_ONLY, registry_checks as checks
 
 # Models whose generic checks run in their own file on a superset of the registry's
 # configuration, with the reason. GoogLeNet: with its auxiliary heads on, and with BatchNorm
@@ -23,21 +22,6 @@ CHECKED_IN_OWN_FILE = {"googlenet": "test_inception.py"}
 MODELS = flax_arch.list_models()
 GENERIC = [name for name in MODELS if name not in CHECKED_IN_OWN_FILE]
 DTYPES = [np.float64, np.float32]
-
-
-def checks(name: str, dtype, train: bool) -> tuple[str, ...]:
-    """What one model is checked for in one dtype and mode: the forward call and its
-    gradients in both modes, SGD and Adam steps in train mode; the exceptions and their
-    reasons are in tolerances.py."""
-    float32 = np.dtype(dtype) == np.float32
-    if name in FLOAT32_FORWARD_ONLY and float32:
-        return ("forward",)  # ill-conditioned float32 gradients: float64 checks the rest
-    adam_in_eval = bool(ADAM_EVAL_FLOAT64_ONLY & {name, flax_arch.get_entry(name).family})
-    if not train:
-        return ("forward", "grad", "adam") if adam_in_eval and not float32 else ("forward", "grad")
-    if adam_in_eval or (float32 and name in ADAM_FLOAT64_ONLY):
-        return ("forward", "grad", "sgd")
-    return ("forward", "grad", "sgd", "adam")
 
 
 def test_both_registries_list_the_same_models():

@@ -8,11 +8,14 @@ Below: the registry models whose float32 (or train-mode) checks are ill-conditio
 the measurements that show it, and what is checked instead.
 """
 
+import numpy as np
+
+import flax_arch
 from flax_arch import _tolerances
 from flax_arch._tolerances import ADAM_EPS, ADAM_LR, DEEP_FAMILIES, FLOAT32, FLOAT64, adam_eps
 
 __all__ = ["FLOAT64", "FLOAT32", "DEEP_FAMILIES", "ADAM_EPS", "ADAM_LR", "adam_eps", "tolerance",
-           "ADAM_EVAL_FLOAT64_ONLY", "ADAM_FLOAT64_ONLY", "FLOAT32_FORWARD_ONLY"]
+           "ADAM_EVAL_FLOAT64_ONLY", "ADAM_FLOAT64_ONLY", "FLOAT32_FORWARD_ONLY", "registry_checks"]
 
 
 def tolerance(dtype, family: str = "") -> float:
@@ -48,3 +51,18 @@ ADAM_FLOAT64_ONLY = frozenset({"dcgan_generator"})
 # float64 ones in train mode, and in float64 a 1e-7 relative change of the input moves its
 # train-mode gradients by 1.7e-2. Its Inception block alone passes every float32 check.
 FLOAT32_FORWARD_ONLY = frozenset({"googlenet"})
+
+
+def registry_checks(name: str, dtype, train: bool) -> tuple[str, ...]:
+    """What one model is checked for in one dtype and mode: the forward call and its
+    gradients in both modes, SGD and Adam steps in train mode; the exceptions are the sets
+    above, with their reasons."""
+    float32 = np.dtype(dtype) == np.float32
+    if name in FLOAT32_FORWARD_ONLY and float32:
+        return ("forward",)  # ill-conditioned float32 gradients: float64 checks the rest
+    adam_in_eval = bool(ADAM_EVAL_FLOAT64_ONLY & {name, flax_arch.get_entry(name).family})
+    if not train:
+        return ("forward", "grad", "adam") if adam_in_eval and not float32 else ("forward", "grad")
+    if adam_in_eval or (float32 and name in ADAM_FLOAT64_ONLY):
+        return ("forward", "grad", "sgd")
+    return ("forward", "grad", "sgd", "adam")
