@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
@@ -209,3 +210,49 @@ def assert_torchvision_keys_and_shapes(torchvision_builder: Callable[..., torch.
     ours = {".".join(map(str, path)): tuple(sorted(v.shape))
             for path, v in nnx.to_flat_state(state)}
     assert ours == {k: tuple(sorted(v.shape)) for k, v in ref.items()}
+
+
+# ----------------------------------------------------------------------------- torchvision models
+
+
+def check_against_torch(torch_model, build_flax, x_shape, dtype, family, *, train,
+                        gradients=False):
+    """Loads ``torch_model``'s state_dict strictly into the Flax twin that ``build_flax(dtype)``
+    makes, runs both once on the same input in the same mode (Flax under ``nnx.jit``), and
+    compares outputs; in train mode also the running statistics, and with ``gradients`` the
+    gradients of every parameter and of the input."""
+    torch_model = torch_model.to(TORCH_DTYPES[np.dtype(dtype)]).train(train)
+    flax_model = uninitialised(lambda: build_flax(dtype))  # every weight comes from torch
+    flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
+    flax_model.train() if train else flax_model.eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    tol, record = tolerance(dtype, family), (family, np.dtype(dtype).name)
+
+    x_t = torch.from_numpy(x).requires_grad_(gradients)
+    x_f = jnp.asarray(flax_arch.to_channels_last(x, "NCHW"))
+    with torch.set_grad_enabled(gradients):
+        out = torch_model(x_t)
+    if gradients:
+        cot = rng.standard_normal(tuple(out.shape)).astype(dtype)
+        (out * torch.from_numpy(cot)).sum().backward()
+
+        def loss(model, x):
+            y = model(x)
+            return jnp.sum(y * cot), y
+
+        step = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        (_, y), (p_grads, x_grad) = step(flax_model, x_f)
+    else:
+        y = nnx.jit(lambda model, x: model(x))(flax_model, x_f)
+    assert_close(y, out.detach().numpy(), tol, "output", record)
+    if train:
+        state = flax_arch.torch_state_dict(flax_model)
+        for key, value in torch_model.state_dict().items():
+            assert_close(state[key], value.numpy(), tol, f"buffers {key}", record)
+    if gradients:
+        grads = flax_arch.torch_state_dict(flax_model, p_grads)
+        for key, p in torch_model.named_parameters():
+            assert_close(grads[key], p.grad.numpy(), tol, f"grad {key}", record)
+        assert_close(x_grad, flax_arch.to_channels_last(x_t.grad.numpy(), "NCHW"), tol,
+                     "grad input", record)

@@ -17,8 +17,7 @@ import flax_arch.models.densenet as F
 import torch_ref
 import torch_ref.densenet as T
 from parity_tests.harness import (Pair, assert_builders_mirror_torchvision,
-                                  assert_torchvision_keys_and_shapes)
-from parity_tests.test_resnet import check_against_torch
+                                  assert_torchvision_keys_and_shapes, check_against_torch)
 
 torchvision = pytest.importorskip("torchvision")
 
