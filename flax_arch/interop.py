@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -185,8 +186,9 @@ def load_torch_state_dict(
         if tuple(array.shape) != want:
             mismatched.append((key, tuple(array.shape), want))
             continue
-        # a copy: a zero-copy view would let torch's in-place updates change a JAX array
-        value = jnp.array(entry.rule.from_torch(array), current.dtype, copy=True)
+        # a copy (a zero-copy view would let torch's in-place updates change a JAX array),
+        # cast on the host: jnp.array(..., dtype) compiles an XLA program per shape
+        value = jax.device_put(np.array(entry.rule.from_torch(array), current.dtype))
         updates.append((entry.variable, value))
     if strict and (missing or unexpected or mismatched):
         raise StateDictError(missing, unexpected, mismatched)

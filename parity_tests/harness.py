@@ -176,6 +176,55 @@ class Pair:
             assert_close(ours[key], value.numpy(), self.tol, f"{what} {key}", self.record)
 
 
+# ----------------------------------------------------------------------------- sweeps
+
+
+def case_name(kw: dict) -> str:
+    """A sweep case's key, from its keyword arguments: ``"kernel_size=3,padding=1"``
+    (``"."`` written ``"_"``, which a torch ``ModuleDict`` key may not hold; ``"default"``
+    for none). Failures name it: ``cases.<key>.weight``, ``output ['<key>']``."""
+    text = ",".join(f"{k}={v}" for k, v in kw.items()).replace(" ", "").replace(".", "_")
+    return text or "default"
+
+
+class TorchCases(torch.nn.Module):
+    """Sweep cases side by side: ``cases[key]`` applied to its own input, ``{key: output}``,
+    the keys in sorted order (the order of the inputs)."""
+
+    def __init__(self, cases: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.cases = torch.nn.ModuleDict({k: cases[k] for k in sorted(cases)})
+
+    def forward(self, *xs):
+        return {k: m(x) for (k, m), x in zip(self.cases.items(), xs, strict=True)}
+
+
+class FlaxCases(nnx.Module):
+    """:class:`TorchCases`' twin: the same state_dict keys (``cases.<key>.<name>``)."""
+
+    def __init__(self, cases: dict[str, nnx.Module]):
+        self.cases = nnx.data({k: cases[k] for k in sorted(cases)})
+
+    def __call__(self, *xs):
+        return {k: m(x) for (k, m), x in zip(self.cases.items(), xs, strict=True)}
+
+
+def sweep_pair(cases: dict[str, tuple], dtype=np.float64, *, train: bool = True) -> Pair:
+    """One :class:`Pair` of a whole sweep: ``cases`` maps each case's key to ``(torch_layer,
+    flax_layer, input in torch's layout, layout)`` or ``(..., layout, output layout)``.
+
+    Its checks compile one program for every case (one XLA compilation per sweep, dtype and
+    lowering, where one per case cost ~0.3 s each, most of it fixed per program) and still
+    compare each case's outputs, gradients and state, naming the case's key on a mismatch."""
+    keys = sorted(cases)
+    layouts = [cases[k][3] for k in keys]
+    output_layouts = [cases[k][4] if len(cases[k]) > 4 else cases[k][3] for k in keys]
+    return Pair.of_modules(TorchCases({k: cases[k][0] for k in keys}),
+                           FlaxCases({k: cases[k][1] for k in keys}),
+                           [np.asarray(cases[k][2]) for k in keys], layouts, output_layouts,
+                           dtype, train=train)
+
+
 # ----------------------------------------------------------------------------- torchvision builders
 
 

@@ -1,4 +1,8 @@
-"""Leaf layers against torch.nn: hyperparameter sweeps, some property-based."""
+"""Leaf layers against torch.nn: hyperparameter sweeps, some property-based.
+
+A sweep's cases run side by side in one pair (``harness.sweep_pair``: one compiled program
+per sweep, dtype and lowering); each case's outputs, gradients and state are still compared
+on their own, and a mismatch names the case (``cases.<case>.weight``, ``output ['<case>']``)."""
 
 import re
 import jax
@@ -11,7 +15,7 @@ from hypothesis import strategies as st
 
 from flax_arch import nn
 from flax_arch.nn import lowering
-from parity_tests.harness import Pair, uninitialised
+from parity_tests.harness import Pair, case_name, sweep_pair, uninitialised
 
 F64, F32 = np.float64, np.float32
 RNG = np.random.default_rng(0)
@@ -30,21 +34,40 @@ def layer_pair(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
     return Pair.of_modules(torch_layer, flax_layer, [x], [layout], [layout], dtype, train=train)
 
 
-def check(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
-    layer_pair(torch_layer, flax_layer, shape, layout, dtype, train).check_forward_and_gradients()
+def check_sweep(make, cases, shape, layout, dtype=F64, train=True):
+    """``make(kw) -> (torch layer, flax layer)`` for every ``kw`` in ``cases``, each on its
+    own random input of ``shape`` (or ``shape(kw)``): forward and gradients, in one pair."""
+    sweep = {}
+    for kw in cases:
+        torch.manual_seed(0)
+        t, f = make(kw)
+        s = shape(kw) if callable(shape) else shape
+        sweep[case_name(kw)] = (t, f, RNG.standard_normal(s), layout)
+    assert len(sweep) == len(cases), "two cases with the same name"
+    sweep_pair(sweep, dtype, train=train).check_forward_and_gradients()
+
+
+def twin(torch_cls, flax_cls, *args, dtype=F64, **kw):
+    """torch's layer and ours from the same arguments; ours built abstractly (its weights
+    come from torch), so that no initialiser compiles."""
+    return torch_cls(*args, **kw), uninitialised(lambda: flax_cls(*args, **kw, rngs=nnx.Rngs(0),
+                                                                  param_dtype=dtype))
 
 
 # ------------------------------------------------------------------------------ Linear
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5), (5,)])
-def test_linear(shape, bias, dtype):
-    torch.manual_seed(0)
-    layout = {1: "C", 2: "NC", 3: "NLC"}[len(shape)]  # features last, as they are
-    check(torch.nn.Linear(5, 4, bias=bias), nn.Linear(5, 4, bias, rngs=nnx.Rngs(0),
-                                                          param_dtype=dtype), shape, layout, dtype)
+def test_linear(dtype):
+    """Each of (5,), (3, 5), (2, 3, 5) inputs, with and without a bias."""
+    cases = [dict(shape=s, bias=b) for s in [(3, 5), (2, 3, 5), (5,)] for b in (True, False)]
+    sweep = {}
+    for kw in cases:
+        torch.manual_seed(0)
+        t, f = twin(torch.nn.Linear, nn.Linear, 5, 4, bias=kw["bias"], dtype=dtype)
+        layout = {1: "C", 2: "NC", 3: "NLC"}[len(kw["shape"])]  # features last, as they are
+        sweep[case_name(kw)] = (t, f, RNG.standard_normal(kw["shape"]), layout)
+    sweep_pair(sweep, dtype).check_forward_and_gradients()
 
 
 # ------------------------------------------------------------------------------ convolutions
@@ -67,11 +90,9 @@ CONV1D_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("kw", CONV1D_CASES, ids=str)
-def test_conv1d(kw, dtype, conv_lowering):
-    torch.manual_seed(0)
-    check(torch.nn.Conv1d(4, 8, **kw), nn.Conv1d(4, 8, **kw, rngs=nnx.Rngs(0),
-                                                     param_dtype=dtype), (2, 4, 11), "NCL", dtype)
+def test_conv1d(dtype, conv_lowering):
+    check_sweep(lambda kw: twin(torch.nn.Conv1d, nn.Conv1d, 4, 8, dtype=dtype, **kw),
+                CONV1D_CASES, (2, 4, 11), "NCL", dtype)
 
 
 CONV2D_CASES = [
@@ -87,11 +108,9 @@ CONV2D_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("kw", CONV2D_CASES, ids=str)
-def test_conv2d(kw, dtype, conv_lowering):
-    torch.manual_seed(0)
-    check(torch.nn.Conv2d(4, 8, **kw), nn.Conv2d(4, 8, **kw, rngs=nnx.Rngs(0),
-                                                     param_dtype=dtype), (2, 4, 13, 12), "NCHW", dtype)
+def test_conv2d(dtype, conv_lowering):
+    check_sweep(lambda kw: twin(torch.nn.Conv2d, nn.Conv2d, 4, 8, dtype=dtype, **kw),
+                CONV2D_CASES, (2, 4, 13, 12), "NCHW", dtype)
 
 
 CONVT_CASES = [
@@ -108,23 +127,17 @@ CONVT_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("kw", CONVT_CASES, ids=str)
-def test_conv_transpose1d(kw, dtype, conv_lowering):
-    torch.manual_seed(0)
-    check(torch.nn.ConvTranspose1d(4, 8, **kw),
-          nn.ConvTranspose1d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
-          (2, 4, 9), "NCL", dtype)
+def test_conv_transpose1d(dtype, conv_lowering):
+    check_sweep(lambda kw: twin(torch.nn.ConvTranspose1d, nn.ConvTranspose1d, 4, 8, dtype=dtype,
+                                **kw), CONVT_CASES, (2, 4, 9), "NCL", dtype)
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("kw", CONVT_CASES[:8] + [dict(kernel_size=(4, 3), stride=(2, 1),
-                                                        padding=(1, 0), output_padding=(1, 0))],
-                         ids=str)
-def test_conv_transpose2d(kw, dtype, conv_lowering):
-    torch.manual_seed(0)
-    check(torch.nn.ConvTranspose2d(4, 8, **kw),
-          nn.ConvTranspose2d(4, 8, **kw, rngs=nnx.Rngs(0), param_dtype=dtype),
-          (2, 4, 6, 5), "NCHW", dtype)
+def test_conv_transpose2d(dtype, conv_lowering):
+    cases = CONVT_CASES[:8] + [dict(kernel_size=(4, 3), stride=(2, 1), padding=(1, 0),
+                                    output_padding=(1, 0))]
+    check_sweep(lambda kw: twin(torch.nn.ConvTranspose2d, nn.ConvTranspose2d, 4, 8, dtype=dtype,
+                                **kw), cases, (2, 4, 6, 5), "NCHW", dtype)
 
 
 @pytest.mark.parametrize("cls", ["ConvTranspose1d", "Conv1d"])
@@ -251,22 +264,27 @@ BN_CASES = [
 ]
 
 
+BN_INPUTS = [(1, (6, 5), "NC"), (1, (4, 5, 7), "NCL"), (2, (3, 5, 4, 6), "NCHW")]
+
+
 @pytest.mark.parametrize("dtype", [F64, F32])
-@pytest.mark.parametrize("kw", BN_CASES, ids=str)
-@pytest.mark.parametrize("dim,shape,layout", [(1, (6, 5), "NC"), (1, (4, 5, 7), "NCL"),
-                                              (2, (3, 5, 4, 6), "NCHW")])
-def test_batchnorm_train_steps_update_running_stats_as_torch(dim, shape, layout, kw, dtype):
-    """Three train-mode calls (outputs, gradients, running statistics, num_batches_tracked),
-    then an eval-mode call that uses the statistics."""
-    t = getattr(torch.nn, f"BatchNorm{dim}d")(5, **kw)
-    f = getattr(nn, f"BatchNorm{dim}d")(5, **kw, param_dtype=dtype)
-    with torch.no_grad():  # non-trivial affine parameters
-        for p in t.parameters():
-            p.add_(torch.from_numpy(RNG.standard_normal(p.shape)).to(p.dtype))
-    pair = layer_pair(t, f, shape, layout, dtype)
+def test_batchnorm_train_steps_update_running_stats_as_torch(dtype):
+    """Each of BN_CASES on each of BN_INPUTS: three train-mode calls (outputs, gradients,
+    running statistics, num_batches_tracked), then an eval-mode call that uses the
+    statistics."""
+    sweep = {}
+    for dim, shape, layout in BN_INPUTS:
+        for kw in BN_CASES:
+            t = getattr(torch.nn, f"BatchNorm{dim}d")(5, **kw)
+            f = getattr(nn, f"BatchNorm{dim}d")(5, **kw, param_dtype=dtype)
+            with torch.no_grad():  # non-trivial affine parameters
+                for p in t.parameters():
+                    p.add_(torch.from_numpy(RNG.standard_normal(p.shape)).to(p.dtype))
+            sweep[case_name({"input": layout, **kw})] = (t, f, np.zeros(shape), layout)
+    pair = sweep_pair(sweep, dtype)
     for step in range(3):
-        pair.torch_in = (RNG.standard_normal(shape).astype(dtype) * (step + 1) + step,)
-        pair.flax_in = (np.moveaxis(pair.torch_in[0], 1, -1) if layout != "NC" else pair.torch_in[0],)
+        pair.torch_in = tuple(RNG.standard_normal(x.shape).astype(dtype) * (step + 1) + step
+                              for x in pair.torch_in)
         pair.check_forward_and_gradients()
     pair.torch.eval()
     pair.flax.eval()
@@ -293,22 +311,28 @@ POOL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kw", POOL_CASES, ids=str)
-@pytest.mark.parametrize("size", [(9, 9), (10, 7), (8, 13)])
-def test_maxpool2d(kw, size, conv_lowering):
-    check(torch.nn.MaxPool2d(**kw), nn.MaxPool2d(**kw), (2, 3, *size), "NCHW")
+def test_maxpool2d(conv_lowering):
+    """Every case of POOL_CASES on inputs of 9x9, 10x7 and 8x13."""
+    cases = [dict(**kw, size=size) for kw in POOL_CASES for size in [(9, 9), (10, 7), (8, 13)]]
+    check_sweep(lambda kw: pool_twin("MaxPool2d", kw), cases, lambda kw: (2, 3, *kw["size"]),
+                "NCHW")
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1),
-                                dict(kernel_size=2, dilation=2), dict(kernel_size=3, stride=1)],
-                         ids=str)
-def test_maxpool2d_gradient_goes_to_the_first_of_tied_maxima(kw, conv_lowering):
+def pool_twin(cls: str, kw: dict):
+    """torch's parameter-free layer ``cls`` and ours, from ``kw`` less its input's size."""
+    kw = {k: v for k, v in kw.items() if k != "size"}
+    return getattr(torch.nn, cls)(**kw), getattr(nn, cls)(**kw)
+
+
+def test_maxpool2d_gradient_goes_to_the_first_of_tied_maxima(conv_lowering):
     """Windows full of ties (ReLU zeros, repeated values): torch gives each window's gradient
     to its first maximum in scan order; an even split would differ here by 1/2 or more."""
-    x = np.maximum(np.round(RNG.standard_normal((2, 3, 9, 8)), 0), 0.0)  # mostly 0, 1 and 2
-    t, f = torch.nn.MaxPool2d(**kw), nn.MaxPool2d(**kw)
-    pair = Pair.of_modules(t, f, [x], ["NCHW"], ["NCHW"], F64)
-    pair.check_forward_and_gradients()
+    sweep = {}
+    for kw in [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2),
+               dict(kernel_size=3, stride=1)]:
+        x = np.maximum(np.round(RNG.standard_normal((2, 3, 9, 8)), 0), 0.0)  # mostly 0, 1, 2
+        sweep[case_name(kw)] = (*pool_twin("MaxPool2d", kw), x, "NCHW")
+    sweep_pair(sweep).check_forward_and_gradients()
 
 
 def test_maxpool_propagates_nan_as_torch_does(conv_lowering):
@@ -320,46 +344,51 @@ def test_maxpool_propagates_nan_as_torch_does(conv_lowering):
     assert np.isnan(t).sum() == 1
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, ceil_mode=True),
-                                dict(kernel_size=3, dilation=2, padding=1), dict(kernel_size=2)],
-                         ids=str)
-def test_maxpool1d(kw, conv_lowering):
-    check(torch.nn.MaxPool1d(**kw), nn.MaxPool1d(**kw), (2, 3, 12), "NCL")
+def test_maxpool1d(conv_lowering):
+    cases = [dict(kernel_size=3, stride=2, ceil_mode=True),
+             dict(kernel_size=3, dilation=2, padding=1), dict(kernel_size=2)]
+    check_sweep(lambda kw: pool_twin("MaxPool1d", kw), cases, (2, 3, 12), "NCL")
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(count_include_pad=False), dict(divisor_override=3)],
                          ids=str)
-@pytest.mark.parametrize("kw", POOL_CASES, ids=str)
-@pytest.mark.parametrize("size", [(9, 9), (10, 7)])
-def test_avgpool2d(kw, extra, size):
-    check(torch.nn.AvgPool2d(**kw, **extra), nn.AvgPool2d(**kw, **extra), (2, 3, *size), "NCHW")
+def test_avgpool2d(extra):
+    """Every case of POOL_CASES on inputs of 9x9 and 10x7."""
+    cases = [dict(**kw, **extra, size=size) for kw in POOL_CASES for size in [(9, 9), (10, 7)]]
+    check_sweep(lambda kw: pool_twin("AvgPool2d", kw), cases, lambda kw: (2, 3, *kw["size"]),
+                "NCHW")
 
 
-@pytest.mark.parametrize("out", [1, (6, 6), (4, 3), (5, None), 7])
-@pytest.mark.parametrize("size", [(6, 6), (13, 10), (7, 7)])
-def test_adaptive_avgpool2d(out, size):
-    check(torch.nn.AdaptiveAvgPool2d(out), nn.AdaptiveAvgPool2d(out), (2, 3, *size), "NCHW")
+def test_adaptive_avgpool2d():
+    """Output sizes 1, (6, 6), (4, 3), (5, None) and 7 of inputs of 6x6, 13x10 and 7x7."""
+    cases = [dict(output_size=out, size=size) for out in [1, (6, 6), (4, 3), (5, None), 7]
+             for size in [(6, 6), (13, 10), (7, 7)]]
+    check_sweep(lambda kw: pool_twin("AdaptiveAvgPool2d", kw), cases,
+                lambda kw: (2, 3, *kw["size"]), "NCHW")
 
 
 # ------------------------------------------------------------------------------ Embedding
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(padding_idx=3), dict(padding_idx=-1),
-                                dict(max_norm=1.0), dict(max_norm=1.5, norm_type=1.0),
-                                dict(max_norm=2.0, padding_idx=0)], ids=str)
-def test_embedding(kw):
+def test_embedding():
     """Forward, gradients (none to padding_idx's row), and max_norm's in-place renormalisation
     of the table (the state is compared after the call)."""
-    torch.manual_seed(0)
-    t = torch.nn.Embedding(12, 5, **kw)
-    f = nn.Embedding(12, 5, **kw, rngs=nnx.Rngs(0), param_dtype=F64)
-    idx = RNG.integers(0, 12, (4, 6))
-    idx[0, :3] = [3, 3, 0]
-    pair = Pair.of_modules(t, f, [idx], ["NL"], ["NLC"])
+    cases = [dict(), dict(padding_idx=3), dict(padding_idx=-1), dict(max_norm=1.0),
+             dict(max_norm=1.5, norm_type=1.0), dict(max_norm=2.0, padding_idx=0)]
+    sweep = {}
+    for kw in cases:
+        torch.manual_seed(0)
+        idx = RNG.integers(0, 12, (4, 6))
+        idx[0, :3] = [3, 3, 0]
+        sweep[case_name(kw)] = (*twin(torch.nn.Embedding, nn.Embedding, 12, 5, **kw), idx, "NL",
+                                "NLC")
+    pair = sweep_pair(sweep)
     pair.check_forward_and_gradients()
-    if "padding_idx" in kw:
-        row = kw["padding_idx"] % 12
-        np.testing.assert_array_equal(np.asarray(f.weight[...])[row], 0.0)
+    for kw in cases:
+        if "padding_idx" in kw:
+            row = kw["padding_idx"] % 12
+            weight = pair.flax.cases[case_name(kw)].weight[...]
+            np.testing.assert_array_equal(np.asarray(weight)[row], 0.0)
 
 
 def test_embedding_max_norm_renormalises_the_table_inside_jit():
