@@ -136,10 +136,94 @@ def assert_close(ours, ref, what: str):
     assert err <= TOL * scale, f"{what}: max|diff| = {err:.3e} > {TOL:.0e} * {scale:.3g}"
 
 
-def _jit(step, *args):
-    # XLA's default options: backend optimisation level 0 compiles 3x faster but computed a
-    # bottleneck ResNet's float32 train-mode gradients wrongly (8e-2; jax 0.10.2)
-    return jax.jit(step)(*args)
+class Twin:
+    """One check of :func:`check_twins`: torch's ``name(*args, **kwargs)`` run on ``inputs``
+    (its outputs and gradients taken), and its twin ready to run on the same inputs."""
+
+    def __init__(self, name: str, mode: str, args, kwargs, inputs, *, channel=channel_axis,
+                 exact_input_grads=None, label: str = ""):
+        self.label = label
+        torch_m, flax_m = build(name, args, kwargs)
+        torch_m.train(mode == "train")
+        flax_m.train() if mode == "train" else flax_m.eval()
+        leaves, self.tree = jax.tree.flatten(list(inputs))
+        self.diff = [i for i, a in enumerate(leaves) if _is_float(a)]
+        self.move = lambda a: to_flax(a, channel(name, a.ndim))
+
+        # torch
+        t_leaves = [torch.from_numpy(np.array(a)).requires_grad_(i in self.diff)
+                    for i, a in enumerate(leaves)]
+        t_out = jax.tree.leaves(torch_m(*jax.tree.unflatten(self.tree, t_leaves)),
+                                is_leaf=lambda t: isinstance(t, torch.Tensor))
+        self.float_out = [k for k, o in enumerate(t_out) if o.dtype.is_floating_point]
+        rng = np.random.default_rng(1)
+        cots = [rng.standard_normal(tuple(t_out[k].shape)) for k in self.float_out]
+        loss = sum((t_out[k] * torch.from_numpy(g)).sum() for k, g in zip(self.float_out, cots))
+        self.params = dict(torch_m.named_parameters())
+        wrt = [*self.params.values(), *(t_leaves[i] for i in self.diff)]
+        t_grads = (torch.autograd.grad(loss, wrt, allow_unused=True) if wrt and cots
+                   else [None] * len(wrt))
+        t_grads = [np.zeros(tuple(w.shape)) if g is None else g.numpy()
+                   for w, g in zip(wrt, t_grads)]
+        if exact_input_grads is not None:
+            t_grads[len(self.params):] = exact_input_grads(leaves, cots)
+        self.torch_m, self.t_out, self.t_grads = torch_m, t_out, t_grads
+
+        # the twin, channels-last
+        self.flax_m = flax_m
+        self.f_leaves = [jnp.asarray(self.move(a)) for a in leaves]
+        self.f_cots = [jnp.asarray(self.move(g)) for g in cots]
+        self.graphdef, self.state = nnx.split(flax_m)
+
+    def step(self, state, diff_leaves):
+        """The twin's outputs, the gradients of every parameter and float input of the
+        outputs against the cotangents, and its state after the call."""
+        def loss_fn(model, diff_leaves):
+            xs = list(self.f_leaves)
+            for i, x in zip(self.diff, diff_leaves):
+                xs[i] = x
+            out = jax.tree.leaves(model(*jax.tree.unflatten(self.tree, xs)))
+            return sum(jnp.sum(out[k] * g) for k, g in zip(self.float_out, self.f_cots)), out
+
+        model = nnx.merge(self.graphdef, state)
+        (_, out), grads = nnx.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            model, diff_leaves)
+        return out, grads, nnx.state(model)
+
+    def compare(self, f_out, p_grads, x_grads, state) -> None:
+        nnx.update(self.flax_m, state)
+        at = f" ({self.label})" if self.label else ""
+        assert len(f_out) == len(self.t_out), (f"{len(f_out)} outputs, torch has "
+                                               f"{len(self.t_out)}{at}")
+        for k, (ours, ref) in enumerate(zip(f_out, self.t_out)):
+            assert_close(ours, self.move(ref.detach().numpy()), f"output {k}{at}")
+        ours, ref = flax_arch.torch_state_dict(self.flax_m), self.torch_m.state_dict()
+        assert set(ours) == set(ref), f"state keys differ: {set(ours) ^ set(ref)}{at}"
+        for key, value in ref.items():
+            assert_close(ours[key], value.numpy(), f"state {key} after the call{at}")
+        f_pgrads = flax_arch.torch_state_dict(self.flax_m, p_grads)
+        assert set(f_pgrads) == set(self.params), (f"parameters differ: "
+                                                   f"{set(f_pgrads) ^ set(self.params)}{at}")
+        for key, g in zip(self.params, self.t_grads):
+            assert_close(f_pgrads[key], g, f"grad {key}{at}")
+        for i, g, ours in zip(self.diff, self.t_grads[len(self.params):], x_grads):
+            assert_close(ours, self.move(g), f"grad input {i}{at}")
+
+
+def check_twins(twins: list[Twin]) -> None:
+    """Every twin's step in one compiled program (XLA's default options: backend
+    optimisation level 0 compiles 3x faster but computed a bottleneck ResNet's float32
+    train-mode gradients wrongly, 8e-2 with jax 0.10.2; the recurrent
+    layers' scans included: test_recurrent's 80 samples took 111 s op by op, and one program
+    per sample cost ~0.2 s of compilation each, most of it fixed per program), then each
+    compared with torch: outputs, the state after the call, and every gradient."""
+    def steps(states, diff_leaves):
+        return [t.step(s, d) for t, s, d in zip(twins, states, diff_leaves, strict=True)]
+
+    results = jax.jit(steps)([t.state for t in twins],
+                             [[t.f_leaves[i] for i in t.diff] for t in twins])
+    for t, (f_out, (p_grads, x_grads), state) in zip(twins, results):
+        t.compare(f_out, p_grads, x_grads, state)
 
 
 def check_twin(name: str, mode: str, args, kwargs, inputs, *, channel=channel_axis,
@@ -152,68 +236,8 @@ def check_twin(name: str, mode: str, args, kwargs, inputs, *, channel=channel_ax
     twin), None for none. ``exact_input_grads``, where torch's own float64 gradient is
     inexact, gives the exact input gradients to compare with instead.
     """
-    torch_m, flax_m = build(name, args, kwargs)
-    torch_m.train(mode == "train")
-    flax_m.train() if mode == "train" else flax_m.eval()
-    leaves, tree = jax.tree.flatten(list(inputs))
-    diff = [i for i, a in enumerate(leaves) if _is_float(a)]
-
-    def move(a):
-        return to_flax(a, channel(name, a.ndim))
-
-    # torch
-    t_leaves = [torch.from_numpy(np.array(a)).requires_grad_(i in diff)
-                for i, a in enumerate(leaves)]
-    t_out = jax.tree.leaves(torch_m(*jax.tree.unflatten(tree, t_leaves)),
-                            is_leaf=lambda t: isinstance(t, torch.Tensor))
-    float_out = [k for k, o in enumerate(t_out) if o.dtype.is_floating_point]
-    rng = np.random.default_rng(1)
-    cots = [rng.standard_normal(tuple(t_out[k].shape)) for k in float_out]
-    loss = sum((t_out[k] * torch.from_numpy(g)).sum() for k, g in zip(float_out, cots))
-    params = dict(torch_m.named_parameters())
-    wrt = [*params.values(), *(t_leaves[i] for i in diff)]
-    t_grads = (torch.autograd.grad(loss, wrt, allow_unused=True) if wrt and cots
-               else [None] * len(wrt))
-    t_grads = [np.zeros(tuple(w.shape)) if g is None else g.numpy() for w, g in zip(wrt, t_grads)]
-    if exact_input_grads is not None:
-        t_grads[len(params):] = exact_input_grads(leaves, cots)
-
-    # the twin, channels-last
-    f_leaves = [jnp.asarray(move(a)) for a in leaves]
-    f_cots = [jnp.asarray(move(g)) for g in cots]
-    graphdef, state = nnx.split(flax_m)
-
-    def step(state, diff_leaves):
-        def loss_fn(model, diff_leaves):
-            xs = list(f_leaves)
-            for i, x in zip(diff, diff_leaves):
-                xs[i] = x
-            out = jax.tree.leaves(model(*jax.tree.unflatten(tree, xs)))
-            return sum(jnp.sum(out[k] * g) for k, g in zip(float_out, f_cots)), out
-
-        model = nnx.merge(graphdef, state)
-        (_, out), grads = nnx.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            model, diff_leaves)
-        return out, grads, nnx.state(model)
-
-    # compiled, the recurrent layers' scans included (faster than op by op: test_recurrent's
-    # 80 samples took 111 s eagerly)
-    f_out, (p_grads, x_grads), state = _jit(step, state, [f_leaves[i] for i in diff])
-    nnx.update(flax_m, state)
-
-    assert len(f_out) == len(t_out), f"{len(f_out)} outputs, torch has {len(t_out)}"
-    for k, (ours, ref) in enumerate(zip(f_out, t_out)):
-        assert_close(ours, move(ref.detach().numpy()), f"output {k}")
-    ours, ref = flax_arch.torch_state_dict(flax_m), torch_m.state_dict()
-    assert set(ours) == set(ref), f"state keys differ: {set(ours) ^ set(ref)}"
-    for key, value in ref.items():
-        assert_close(ours[key], value.numpy(), f"state {key} after the call")
-    f_pgrads = flax_arch.torch_state_dict(flax_m, p_grads)
-    assert set(f_pgrads) == set(params), f"parameters differ: {set(f_pgrads) ^ set(params)}"
-    for key, g in zip(params, t_grads):
-        assert_close(f_pgrads[key], g, f"grad {key}")
-    for i, g, ours in zip(diff, t_grads[len(params):], x_grads):
-        assert_close(ours, move(g), f"grad input {i}")
+    check_twins([Twin(name, mode, args, kwargs, inputs, channel=channel,
+                      exact_input_grads=exact_input_grads)])
 
 
 # ----------------------------------------------------------------------------- the samples
@@ -230,6 +254,13 @@ def _modes(info) -> tuple[str, ...]:
 
 def module_db_samples(names) -> list:
     """``pytest.param(name, mode, sample)`` for every module_db sample of these modules."""
+    return [pytest.param(name, mode, sample, id=f"{name}-{mode}-{i}-{sample.desc}")
+            for name, mode, samples in module_db_groups(names) for i, sample in samples]
+
+
+def module_db_groups(names) -> list:
+    """``(name, mode, [(index, sample), ...])``: every module_db sample of these modules,
+    grouped by module and mode."""
     params = []
     for info in module_db:
         name = info.module_cls.__name__
@@ -238,8 +269,7 @@ def module_db_samples(names) -> list:
         for mode in _modes(info):
             inputs = info.module_inputs_func(info, device="cpu", dtype=torch.float64,
                                              requires_grad=False, training=mode == "train")
-            params += [pytest.param(name, mode, sample, id=f"{name}-{mode}-{i}-{sample.desc}")
-                       for i, sample in enumerate(inputs)]
+            params.append((name, mode, list(enumerate(inputs))))
     return params
 
 
@@ -248,29 +278,51 @@ def _numpy(tree):
                         is_leaf=lambda t: isinstance(t, torch.Tensor))
 
 
-def run_sample(name: str, mode: str, sample) -> None:
-    """:func:`check_twin` on one module_db sample, or its refusal where REFUSED lists it."""
+def _sample_check(name: str, mode: str, sample):
+    """(constructor args, kwargs, forward inputs as NumPy) of one module_db sample."""
     args = list(sample.forward_input.args)
     if "input" in sample.forward_input.kwargs:  # Linear's sample passes input=...
         args.insert(0, sample.forward_input.kwargs["input"])
     assert set(sample.forward_input.kwargs) <= {"input"}, sample.forward_input.kwargs
     ctor = sample.constructor_input
-    run = functools.partial(check_twin, name, mode, ctor.args, ctor.kwargs, _numpy(args))
-    refused = REFUSED.get((name, sample.desc, mode))
-    if refused is None:
-        run()
-    else:
+    return ctor.args, ctor.kwargs, _numpy(args)
+
+
+def run_samples(name: str, mode: str, samples) -> None:
+    """:func:`check_twins` on module_db samples of one module in one mode, all in one
+    compiled program (a mismatch names its sample), and each sample that REFUSED lists
+    checked to be refused with its message."""
+    twins = []
+    for i, sample in samples:
+        refused = REFUSED.get((name, sample.desc, mode))
+        build_twin = functools.partial(Twin, name, mode, *_sample_check(name, mode, sample),
+                                       label=f"sample {i}: {sample.desc}")
+        if refused is None:
+            twins.append(build_twin())
+            continue
         reason, match = refused
         with pytest.raises((ValueError, TypeError), match=match):
-            run()
+            check_twins([build_twin()])
+    if twins:
+        check_twins(twins)
 
 
-SAMPLES = module_db_samples(TWINS)
+def run_sample(name: str, mode: str, sample) -> None:
+    """:func:`run_samples` on one sample."""
+    run_samples(name, mode, [(0, sample)])
 
 
-@pytest.mark.parametrize("name,mode,sample", SAMPLES)
-def test_sample(name, mode, sample):
-    run_sample(name, mode, sample)
+GROUPS = module_db_groups(TWINS)
+SAMPLES = [pytest.param(name, mode, sample) for name, mode, samples in GROUPS
+           for _, sample in samples]
+
+
+@pytest.mark.parametrize("name,mode,samples",
+                         [pytest.param(*g, id=f"{g[0]}-{g[1]}") for g in GROUPS])
+def test_samples(name, mode, samples):
+    """Every sample of one module in one mode (one compiled program: a mismatch names the
+    sample's index and description)."""
+    run_samples(name, mode, samples)
 
 
 def test_counts():

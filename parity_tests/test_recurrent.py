@@ -22,7 +22,7 @@ import flax_arch
 import flax_arch.models.recurrent as fr
 import torch_ref.recurrent as tr
 from parity_tests.harness import Pair, assert_close, torch_leaves, uninitialised
-from parity_tests.test_module_db import module_db_samples, run_sample
+from parity_tests.test_module_db import module_db_groups, module_db_samples, run_samples
 from parity_tests.tolerances import tolerance
 
 CELLS = {"rnn": (fr.RNN, tr.RNN), "lstm": (fr.LSTM, tr.LSTM), "gru": (fr.GRU, tr.GRU)}
@@ -374,11 +374,13 @@ def test_bad_inputs_and_states_are_named():
 MODULE_DB = module_db_samples(CELLS_BY_NAME := {"RNN", "LSTM", "GRU"})
 
 
-@pytest.mark.parametrize("name,mode,sample", MODULE_DB)
-def test_module_db_sample(name, mode, sample):
+@pytest.mark.parametrize("name,mode,samples", [pytest.param(*g, id=f"{g[0]}-{g[1]}")
+                                               for g in module_db_groups(CELLS_BY_NAME)])
+def test_module_db_samples(name, mode, samples):
     """torch's own samples (test_module_db's check, float64 to 1e-10): unbatched sequences,
-    with and without initial states, over the options; the LSTM with proj_size 0 and 2."""
-    run_sample(name, mode, sample)
+    with and without initial states, over the options; the LSTM with proj_size 0 and 2.
+    Each module's samples run in one compiled program; a mismatch names the sample."""
+    run_samples(name, mode, samples)
 
 
 def test_module_db_samples_need_one_mode():
