@@ -187,42 +187,63 @@ def case_name(kw: dict) -> str:
     return text or "default"
 
 
-class TorchCases(torch.nn.Module):
-    """Sweep cases side by side: ``cases[key]`` applied to its own input, ``{key: output}``,
-    the keys in sorted order (the order of the inputs)."""
+def _split(xs, counts: list[int]) -> list[tuple]:
+    it = iter(xs)
+    return [tuple(next(it) for _ in range(n)) for n in counts]
 
-    def __init__(self, cases: dict[str, torch.nn.Module]):
+
+class TorchCases(torch.nn.Module):
+    """Sweep cases side by side: ``cases[key]`` applied to its own inputs (``counts[i]`` of
+    them, in key order), ``{key: output}``, the keys in sorted order."""
+
+    def __init__(self, cases: dict[str, torch.nn.Module], counts: list[int] | None = None):
         super().__init__()
         self.cases = torch.nn.ModuleDict({k: cases[k] for k in sorted(cases)})
+        self.counts = tuple(counts or [1] * len(cases))
 
     def forward(self, *xs):
-        return {k: m(x) for (k, m), x in zip(self.cases.items(), xs, strict=True)}
+        return {k: m(*x) for (k, m), x in zip(self.cases.items(), _split(xs, self.counts),
+                                              strict=True)}
 
 
 class FlaxCases(nnx.Module):
     """:class:`TorchCases`' twin: the same state_dict keys (``cases.<key>.<name>``)."""
 
-    def __init__(self, cases: dict[str, nnx.Module]):
+    def __init__(self, cases: dict[str, nnx.Module], counts: list[int] | None = None):
         self.cases = nnx.data({k: cases[k] for k in sorted(cases)})
+        self.counts = tuple(counts or [1] * len(cases))
 
     def __call__(self, *xs):
-        return {k: m(x) for (k, m), x in zip(self.cases.items(), xs, strict=True)}
+        return {k: m(*x) for (k, m), x in zip(self.cases.items(), _split(xs, self.counts),
+                                              strict=True)}
 
 
-def sweep_pair(cases: dict[str, tuple], dtype=np.float64, *, train: bool = True) -> Pair:
+def sweep_pair(cases: dict[str, tuple], dtype=np.float64, *, train: bool = True,
+               family: str = "layer") -> Pair:
     """One :class:`Pair` of a whole sweep: ``cases`` maps each case's key to ``(torch_layer,
-    flax_layer, input in torch's layout, layout)`` or ``(..., layout, output layout)``.
+    flax_layer, input in torch's layout, layout)`` or ``(..., layout, output layout)``; a
+    case of several inputs or outputs gives lists of them (inputs, layouts, output
+    layouts).
 
     Its checks compile one program for every case (one XLA compilation per sweep, dtype and
     lowering, where one per case cost ~0.3 s each, most of it fixed per program) and still
     compare each case's outputs, gradients and state, naming the case's key on a mismatch."""
     keys = sorted(cases)
-    layouts = [cases[k][3] for k in keys]
-    output_layouts = [cases[k][4] if len(cases[k]) > 4 else cases[k][3] for k in keys]
-    return Pair.of_modules(TorchCases({k: cases[k][0] for k in keys}),
-                           FlaxCases({k: cases[k][1] for k in keys}),
-                           [np.asarray(cases[k][2]) for k in keys], layouts, output_layouts,
-                           dtype, train=train)
+
+    def listed(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    inputs = [listed(cases[k][2]) for k in keys]
+    layouts = [listed(cases[k][3]) for k in keys]
+    outs = [listed(cases[k][4] if len(cases[k]) > 4 else cases[k][3]) for k in keys]
+    assert all(len(x) == len(lay) for x, lay in zip(inputs, layouts)), "a layout per input"
+    counts = [len(x) for x in inputs]
+    return Pair.of_modules(TorchCases({k: cases[k][0] for k in keys}, counts),
+                           FlaxCases({k: cases[k][1] for k in keys}, counts),
+                           [np.asarray(x) for xs in inputs for x in xs],
+                           [lay for lays in layouts for lay in lays],
+                           [lay for lays in outs for lay in lays], dtype, family=family,
+                           train=train)
 
 
 # ----------------------------------------------------------------------------- torchvision builders

@@ -70,6 +70,17 @@ def test_linear(dtype):
     sweep_pair(sweep, dtype).check_forward_and_gradients()
 
 
+def test_a_sweep_names_the_case_that_differs():
+    """A sweep with one wrong twin (an average pool for torch's max-pool): the error names
+    that case's output, and no other case."""
+    sweep = {"right": (*twin(torch.nn.Linear, nn.Linear, 5, 4), RNG.standard_normal((3, 5)), "NC"),
+             "wrong": (torch.nn.MaxPool1d(2), nn.AvgPool1d(2), RNG.standard_normal((2, 3, 8)),
+                       "NCL")}
+    with pytest.raises(AssertionError, match=r"output \['wrong'\]") as e:
+        sweep_pair(sweep).check_forward_and_gradients()
+    assert "right" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------ convolutions
 
 CONV1D_CASES = [

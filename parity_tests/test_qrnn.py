@@ -20,7 +20,7 @@ from flax import nnx
 import flax_arch
 import flax_arch.models.qrnn as fq
 import torch_ref.qrnn as tq
-from parity_tests.harness import Pair, uninitialised
+from parity_tests.harness import Pair, case_name, sweep_pair, uninitialised
 
 DTYPES = [np.float64, np.float32]
 SCANS = list(fq.SCANS)
@@ -31,11 +31,11 @@ def _ids(v):
     return np.dtype(v).name if isinstance(v, type) else str(v)
 
 
-def _pair(cls: str, args: tuple, dtype=np.float64, *, batch: int = 2, seq: int = 5,
-          state: bool = True, **kwargs) -> Pair:
-    """Torch reference and Flax twin (``cls`` of each package, built with ``args, kwargs``)
-    with the same weights, on x (batch, seq, num_inputs) and, with ``state``, a random
-    initial state."""
+def _case(cls: str, args: tuple, dtype=np.float64, *, batch: int = 2, seq: int = 5,
+          state: bool = True, **kwargs) -> tuple:
+    """Torch reference and Flax twin (``cls`` of each package, built with ``args, kwargs``),
+    inputs x (batch, seq, num_inputs) and, with ``state``, a random initial state, their
+    layouts and the outputs' layouts: a case of ``harness.sweep_pair``."""
     torch.manual_seed(0)
     t = getattr(tq, cls)(*args, **kwargs)
     f = uninitialised(lambda: getattr(fq, cls)(*args, **kwargs, rngs=nnx.Rngs(0),
@@ -50,7 +50,17 @@ def _pair(cls: str, args: tuple, dtype=np.float64, *, batch: int = 2, seq: int =
     if state:
         inputs.append(rng.uniform(-1, 1, state_shape))
         layouts.append(outs[1])
-    return Pair.of_modules(t, f, inputs, layouts, outs, dtype, family="qrnn")
+    return t, f, inputs, layouts, outs
+
+
+def _pair(cls: str, args: tuple, dtype=np.float64, **kwargs) -> Pair:
+    """:func:`_case`'s models with the same weights, as a pair."""
+    return Pair.of_modules(*_case(cls, args, dtype, **kwargs), dtype, family="qrnn")
+
+
+def _sweep(cases: dict[str, tuple]) -> Pair:
+    """Several :func:`_case` s in one pair (one compiled program; a mismatch names its case)."""
+    return sweep_pair(cases, family="qrnn")
 
 
 def _both_scans(pair: Pair) -> None:
@@ -77,9 +87,11 @@ def test_registered_models_with_the_associative_scan(name, dtype):
 # ----------------------------------------------------------------------------- the options
 
 
-@pytest.mark.parametrize("pooling,kwidth", [("f", 1), ("fo", 2), ("ifo", 3), ("f", 3)])
-def test_layer_poolings_and_widths(pooling, kwidth):
-    _both_scans(_pair("QRNNLayer", (4, 6, kwidth, pooling)))
+def test_layer_poolings_and_widths():
+    """Poolings f, fo, ifo at kwidths 1 to 3."""
+    cases = [("f", 1), ("fo", 2), ("ifo", 3), ("f", 3)]
+    _both_scans(_sweep({case_name(dict(pooling=p, kwidth=k)): _case("QRNNLayer", (4, 6, k, p))
+                        for p, k in cases}))
 
 
 STACKS = [
@@ -90,19 +102,14 @@ STACKS = [
 ]
 
 
-@pytest.mark.parametrize("options", STACKS, ids=lambda o: "-".join(map(str, o.values())))
-def test_stacks(options):
-    _both_scans(_pair("QRNN", (4, 6), **options))
-
-
-def test_without_initial_state():
-    _both_scans(_pair("QRNN", (4, 6), state=False, num_layers=2, bidirectional=True,
-                      pooling="ifo", kwidth=3))
-
-
-def test_sequence_length_1():
-    _both_scans(_pair("QRNN", (4, 6), seq=1, num_layers=2, bidirectional=True, pooling="ifo",
-                      kwidth=3))
+def test_stacks():
+    """Each of STACKS; and a 2-layer bidirectional ifo stack without an initial state, and
+    on a sequence of length 1."""
+    deep = dict(num_layers=2, bidirectional=True, pooling="ifo", kwidth=3)
+    cases = {case_name(o): _case("QRNN", (4, 6), **o) for o in STACKS}
+    cases["without_initial_state"] = _case("QRNN", (4, 6), state=False, **deep)
+    cases["sequence_length_1"] = _case("QRNN", (4, 6), seq=1, **deep)
+    _both_scans(_sweep(cases))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
