@@ -3,7 +3,7 @@ PixelShuffle, Flatten, Hardsigmoid, the channel dropouts), and the cases that de
 torch's exact semantics (kinks and NaN, tied maxima and their indices, negative padding,
 running statistics over several steps, empty batches, dim=None, refusals), each against
 torch itself with the module_db test's check (float64, 1e-10), or torch's statistics where
-the layer is random.
+the layer is random. Each sweep of cases runs as one compiled program, a mismatch naming its case.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from flax import nnx
 import flax_arch
 import flax_arch.models.recurrent as recurrent
 from flax_arch import nn
-from parity_tests.test_module_db import (RECURRENT, TWINS, assert_close, build, check_twin,
-                                         to_flax)
+from parity_tests.test_module_db import (RECURRENT, TWINS, Twin, assert_close, build,
+                                         check_twin, check_twins, to_flax)
 
 RNG = np.random.default_rng(0)
 
@@ -38,6 +38,18 @@ def batched(name, ndim):  # a batched (N, C, *spatial) torch input of any rank
 
 def train_check(name, args, kwargs, x, **kw):
     check_twin(name, "train", args, kwargs, [x], **kw)
+
+
+def call(name, args=(), kwargs=None):
+    """The constructor call as Python writes it, e.g. ``MaxPool1d(3, stride=2)``."""
+    words = [*map(repr, args), *(f"{k}={v!r}" for k, v in (kwargs or {}).items())]
+    return f"{name}({', '.join(words)})"
+
+
+def twin(name, args, kwargs, x, mode="train", **kw):
+    """A :class:`Twin` of a one-input call, labelled with the call and the input's shape."""
+    return Twin(name, mode, args, kwargs, [x], label=f"{call(name, args, kwargs)} {mode} on "
+                f"{np.shape(x)}", **kw)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -63,11 +75,13 @@ def _hardsigmoid_exact(leaves, cots):
     return [g * ((x > -3) & (x < 3)) / 6]
 
 
-@pytest.mark.parametrize("name,args,kinks", KINKS, ids=lambda v: v if isinstance(v, str) else None)
-def test_activation_at_kinks_and_far_out(name, args, kinks):
-    x = np.concatenate([np.resize(kinks, 2), [-800.0, -30.0, 30.0, 800.0], normal(12) * 4])
-    exact = _hardsigmoid_exact if name == "Hardsigmoid" else None
-    train_check(name, args, {}, x.reshape(2, 3, -1), exact_input_grads=exact)
+def test_activation_at_kinks_and_far_out():
+    twins = []
+    for name, args, kinks in KINKS:
+        x = np.concatenate([np.resize(kinks, 2), [-800.0, -30.0, 30.0, 800.0], normal(12) * 4])
+        exact = _hardsigmoid_exact if name == "Hardsigmoid" else None
+        twins.append(twin(name, args, {}, x.reshape(2, 3, -1), exact_input_grads=exact))
+    check_twins(twins)
 
 
 def test_torch_hardsigmoid_gradient_is_rounded_to_float32():
@@ -89,16 +103,18 @@ def test_activation_propagates_nan_as_torch(name, args):
     np.testing.assert_allclose(ours[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-15)
 
 
-@pytest.mark.parametrize("name", ["Softmax", "Softmin", "LogSoftmax"])
-@pytest.mark.parametrize("ndim", [0, 1, 2, 3, 4])
-def test_softmax_dim_none_is_torchs_channel_axis(name, ndim):
+def test_softmax_dim_none_is_torchs_channel_axis():
     """torch's implicit dim (0 for 0-, 1- and 3-D, else 1) is its channel axis; here the
-    channels are last, where dim=None reads."""
-    x = normal(*(2, 3, 4, 5)[:ndim])
-    torch_axis = {3: 0, 4: 1}.get(ndim)
+    channels are last, where dim=None reads (Softmax, Softmin and LogSoftmax, ranks 0 to 4)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch: implicit dim is deprecated
-        train_check(name, (), {"dim": None}, x, channel=lambda n, d: torch_axis)
+        twins = []
+        for name in ("Softmax", "Softmin", "LogSoftmax"):
+            for ndim in range(5):
+                torch_axis = {3: 0, 4: 1}.get(ndim)
+                twins.append(twin(name, (), {"dim": None}, normal(*(2, 3, 4, 5)[:ndim]),
+                                  channel=lambda n, d, axis=torch_axis: axis))
+        check_twins(twins)
 
 
 def test_prelu_per_channel_is_the_last_axis():
@@ -115,7 +131,7 @@ def test_glu_refuses_an_odd_axis():
 # ----------------------------------------------------------------------------- pooling
 
 
-@pytest.mark.parametrize("name,kwargs,shape", [
+TIED_POOLS = [  # (name, kwargs, shape)
     ("MaxPool1d", dict(kernel_size=3, stride=2, padding=1, return_indices=True), (2, 3, 9)),
     ("MaxPool1d", dict(kernel_size=2, dilation=3, ceil_mode=True, return_indices=True), (2, 3, 10)),
     ("MaxPool2d", dict(kernel_size=3, stride=2, padding=1, return_indices=True), (2, 3, 9, 8)),
@@ -128,12 +144,14 @@ def test_glu_refuses_an_odd_axis():
     ("AdaptiveMaxPool2d", dict(output_size=(3, 4), return_indices=True), (2, 3, 7, 9)),
     ("AdaptiveMaxPool2d", dict(output_size=(None, 2), return_indices=True), (3, 7, 9)),
     ("AdaptiveMaxPool3d", dict(output_size=(2, 3, 2), return_indices=True), (2, 2, 5, 7, 3)),
-], ids=str)
-def test_max_pool_indices_with_tied_maxima(name, kwargs, shape):
+]
+
+
+def test_max_pool_indices_with_tied_maxima():
     """Windows full of ties (mostly 0, 1 and 2): torch's first maximum in scan order, its
     index in torch's (C, *spatial) meaning, and the gradient to it."""
-    x = np.maximum(np.round(normal(*shape)), 0.0)
-    train_check(name, (), kwargs, x)
+    check_twins([twin(name, (), kwargs, np.maximum(np.round(normal(*shape)), 0.0))
+                 for name, kwargs, shape in TIED_POOLS])
 
 
 def test_max_pool_indices_of_infinite_and_nan_values():
@@ -150,7 +168,7 @@ def test_max_pool_indices_of_infinite_and_nan_values():
             assert_close(a, b, what)
 
 
-@pytest.mark.parametrize("name,args,kwargs,shape", [
+POOLS = [  # (name, args, kwargs, shape)
     ("AvgPool1d", (3,), dict(stride=2, padding=1, ceil_mode=True, count_include_pad=False),
      (2, 3, 10)),
     ("AvgPool1d", (4,), dict(stride=3, padding=2), (3, 11)),
@@ -163,12 +181,17 @@ def test_max_pool_indices_of_infinite_and_nan_values():
     ("LPPool3d", (1.0, 2), {}, (2, 2, 4, 4, 5)),
     ("AdaptiveAvgPool1d", (4,), {}, (2, 3, 10)),
     ("AdaptiveAvgPool3d", ((3, None, 2),), {}, (2, 2, 7, 3, 5)),
-], ids=str)
-def test_pool_options(name, args, kwargs, shape):
-    x = normal(*shape)
-    if name.startswith("LPPool") and args[0] not in (1.0, float("inf")):
-        x = np.abs(x)  # a non-integer power of a negative number is NaN on both sides
-    train_check(name, args, kwargs, x)
+]
+
+
+def test_pool_options():
+    twins = []
+    for name, args, kwargs, shape in POOLS:
+        x = normal(*shape)
+        if name.startswith("LPPool") and args[0] not in (1.0, float("inf")):
+            x = np.abs(x)  # a non-integer power of a negative number is NaN on both sides
+        twins.append(twin(name, args, kwargs, x))
+    check_twins(twins)
 
 
 def test_lp_pool_of_a_zero_window_has_a_zero_gradient():
@@ -180,25 +203,27 @@ def test_lp_pool_of_a_zero_window_has_a_zero_gradient():
 # ----------------------------------------------------------------------------- padding
 
 
-@pytest.mark.parametrize("name", ["ZeroPad2d", "ConstantPad2d", "ReflectionPad2d",
-                                  "ReplicationPad2d", "CircularPad2d"])
-@pytest.mark.parametrize("padding", [(2, 1, 0, 3), (-1, 2, 1, -2), 1, (3, 0, 2, 2)], ids=str)
-def test_padding_2d(name, padding):
-    args = (padding, 2.5) if name == "ConstantPad2d" else (padding,)
-    train_check(name, args, {}, normal(2, 3, 4, 5))
+def test_padding_2d():
+    check_twins([twin(name, (padding, 2.5) if name == "ConstantPad2d" else (padding,), {},
+                      normal(2, 3, 4, 5))
+                 for name in ("ZeroPad2d", "ConstantPad2d", "ReflectionPad2d",
+                              "ReplicationPad2d", "CircularPad2d")
+                 for padding in ((2, 1, 0, 3), (-1, 2, 1, -2), 1, (3, 0, 2, 2))])
 
 
-@pytest.mark.parametrize("name,padding,shape", [
+PADS = [  # (name, padding, shape)
     ("ReflectionPad1d", (3, 1), (2, 3, 4)), ("ReplicationPad1d", (-2, 5), (3, 4)),
     ("CircularPad1d", (4, -1), (2, 3, 5)), ("ConstantPad1d", (-1, -1), (2, 3, 4)),
     ("ReflectionPad3d", (1, 2, 0, 1, 2, 1), (2, 2, 3, 4, 5)),
     ("ReplicationPad3d", (2, 0, 1, 3, 0, 2), (2, 3, 3, 4)),
     ("CircularPad3d", (1, 2, 3, 0, 1, 1), (1, 2, 3, 4, 5)),
     ("ZeroPad3d", (1, -1, 2, 0, 0, 1), (2, 2, 3, 4, 5)),
-], ids=str)
-def test_padding_1d_3d(name, padding, shape):
-    args = (padding, -1.0) if name.startswith("Constant") else (padding,)
-    train_check(name, args, {}, normal(*shape))
+]
+
+
+def test_padding_1d_3d():
+    check_twins([twin(name, (padding, -1.0) if name.startswith("Constant") else (padding,), {},
+                      normal(*shape)) for name, padding, shape in PADS])
 
 
 @pytest.mark.parametrize("name,padding", [("ReflectionPad1d", 4), ("CircularPad1d", 5),
@@ -262,7 +287,7 @@ def test_instance_norm_keeps_its_statistics_on_an_empty_batch():
     np.testing.assert_array_equal(f.running_var[...], 1.0)
 
 
-@pytest.mark.parametrize("name,args,kwargs,shape", [
+NORMS = [  # (name, args, kwargs, shape)
     ("GroupNorm", (2, 6), dict(eps=1e-3), (3, 6, 5, 4)),
     ("GroupNorm", (3, 3), dict(affine=False), (2, 3, 7)),
     ("GroupNorm", (2, 4), {}, (0, 4, 3)),
@@ -273,9 +298,12 @@ def test_instance_norm_keeps_its_statistics_on_an_empty_batch():
     ("LocalResponseNorm", (2,), dict(alpha=0.1, beta=0.6, k=2.0), (2, 5, 6)),
     ("LocalResponseNorm", (4,), {}, (2, 3, 4, 5)),
     ("LocalResponseNorm", (7,), dict(alpha=1.0), (2, 3, 4)),
-], ids=str)
-def test_norm_options(name, args, kwargs, shape):
-    check_twin(name, "train", args, kwargs, [normal(*shape) * 3 + 1])
+]
+
+
+def test_norm_options():
+    check_twins([twin(name, args, kwargs, normal(*shape) * 3 + 1)
+                 for name, args, kwargs, shape in NORMS])
 
 
 def test_rms_norm_default_eps_is_the_computation_dtypes():
@@ -302,7 +330,7 @@ def test_norm_refusals_name_the_layer():
 # ----------------------------------------------------------------------------- resampling
 
 
-@pytest.mark.parametrize("kwargs,shape", [
+UPSAMPLES = [  # (kwargs, shape)
     (dict(scale_factor=2), (2, 3, 5)),
     (dict(size=7), (2, 3, 5)),
     (dict(scale_factor=1.7), (2, 3, 4, 5)),
@@ -318,9 +346,12 @@ def test_norm_refusals_name_the_layer():
     (dict(scale_factor=(2, 1.5, 0.5), mode="trilinear"), (1, 2, 3, 4, 6)),
     (dict(size=(2, 5, 3), mode="nearest"), (1, 2, 3, 4, 6)),
     (dict(size=(3, 4), mode="area"), (2, 3, 7, 9)),
-], ids=str)
-def test_upsample(kwargs, shape):
-    train_check("Upsample", (), kwargs, normal(*shape), channel=batched)
+]
+
+
+def test_upsample():
+    check_twins([twin("Upsample", (), kwargs, normal(*shape), channel=batched)
+                 for kwargs, shape in UPSAMPLES])
 
 
 # torch's rounding boundaries: an unchanged size from floor(n * f) (copied by the interpolating
@@ -367,8 +398,8 @@ def test_upsample_at_torchs_rounding_boundaries(kwargs, shape, dtype):
 
 
 def test_upsampling_2d_forms():
-    train_check("UpsamplingNearest2d", (), dict(scale_factor=3), normal(2, 3, 4, 5))
-    train_check("UpsamplingBilinear2d", (), dict(size=(7, 9)), normal(2, 3, 4, 5))
+    check_twins([twin("UpsamplingNearest2d", (), dict(scale_factor=3), normal(2, 3, 4, 5)),
+                 twin("UpsamplingBilinear2d", (), dict(size=(7, 9)), normal(2, 3, 4, 5))])
 
 
 def test_upsample_refusals():
@@ -381,32 +412,31 @@ def test_upsample_refusals():
         nn.Upsample(scale_factor=2, mode="bilinear")(jnp.ones((2, 5, 3)))
 
 
-@pytest.mark.parametrize("shape", [(2, 18, 3, 4), (2, 2, 8, 3, 2), (8, 3, 5)], ids=str)
-def test_pixel_shuffle_and_unshuffle(shape):
+def test_pixel_shuffle_and_unshuffle():
     channel = lambda name, ndim: ndim - 3  # noqa: E731 - torch's (*, C, H, W)
-    train_check("PixelShuffle", (2 if shape[-3] % 9 else 3,), {}, normal(*shape), channel=channel)
-    up = list(shape)
-    up[-2:] = [up[-2] * 2, up[-1] * 2]
-    train_check("PixelUnshuffle", (2,), {}, normal(*up), channel=channel)
+    twins = []
+    for shape in ((2, 18, 3, 4), (2, 2, 8, 3, 2), (8, 3, 5)):
+        twins.append(twin("PixelShuffle", (2 if shape[-3] % 9 else 3,), {}, normal(*shape),
+                          channel=channel))
+        up = list(shape)
+        up[-2:] = [up[-2] * 2, up[-1] * 2]
+        twins.append(twin("PixelUnshuffle", (2,), {}, normal(*up), channel=channel))
+    check_twins(twins)
 
 
 # ----------------------------------------------------------------------------- flatten
 
 
-@pytest.mark.parametrize("args,shape", [
-    ((), (2, 3, 4, 5)), ((2,), (2, 3, 4, 5)), ((1, 2), (2, 3, 4, 5)), ((0, -2), (2, 3, 4, 5)),
-    ((), (2, 3, 4)), ((0,), (2, 5)), ((0, 0), (7,)),
-], ids=str)
-def test_flatten_in_torchs_dims(args, shape):
-    train_check("Flatten", args, {}, normal(*shape))
+def test_flatten_in_torchs_dims():
+    check_twins([twin("Flatten", args, {}, normal(*shape)) for args, shape in [
+        ((), (2, 3, 4, 5)), ((2,), (2, 3, 4, 5)), ((1, 2), (2, 3, 4, 5)), ((0, -2), (2, 3, 4, 5)),
+        ((), (2, 3, 4)), ((0,), (2, 5)), ((0, 0), (7,))]])
 
 
-@pytest.mark.parametrize("args,shape", [
-    ((1, (3, 4, 5)), (2, 60)), ((1, (3, -1)), (2, 12, 5)), ((2, (2, 2)), (2, 3, 4)),
-    ((-1, (1, 2)), (2, 3, 2)), ((0, (2, 3)), (6,)),
-], ids=str)
-def test_unflatten_in_torchs_dims(args, shape):
-    train_check("Unflatten", args, {}, normal(*shape))
+def test_unflatten_in_torchs_dims():
+    check_twins([twin("Unflatten", args, {}, normal(*shape)) for args, shape in [
+        ((1, (3, 4, 5)), (2, 60)), ((1, (3, -1)), (2, 12, 5)), ((2, (2, 2)), (2, 3, 4)),
+        ((-1, (1, 2)), (2, 3, 2)), ((0, (2, 3)), (6,))]])
 
 
 def test_conv_flatten_linear_keeps_torchs_weights():
@@ -426,7 +456,7 @@ def test_conv_flatten_linear_keeps_torchs_weights():
 # ----------------------------------------------------------------------------- empty batches
 
 
-@pytest.mark.parametrize("name,args,shape", [
+EMPTY = [  # (name, args, shape)
     ("Linear", (4, 3), (0, 4)), ("Conv1d", (3, 2, 3), (0, 3, 5)),
     ("Conv2d", (3, 4, 3), (0, 3, 5, 5)), ("ConvTranspose2d", (3, 2, 3), (0, 3, 4, 4)),
     ("MaxPool2d", (2,), (0, 3, 4, 4)), ("AvgPool2d", (2,), (0, 3, 4, 4)),
@@ -434,27 +464,28 @@ def test_conv_flatten_linear_keeps_torchs_weights():
     ("BatchNorm2d", (3,), (0, 3, 2, 2)), ("InstanceNorm1d", (3,), (0, 3, 4)),
     ("GroupNorm", (1, 3), (0, 3, 4)), ("LayerNorm", (4,), (0, 3, 4)),
     ("ReflectionPad1d", (2,), (0, 3, 4)), ("Upsample", (None, 2), (0, 3, 4)),
-], ids=str)
-def test_an_empty_batch_as_torch(name, args, shape):
-    train_check(name, args, {}, normal(*shape))
+]
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
-def test_recurrent_empty_batch_as_torch(name):
-    train_check(name, (3, 4), {}, normal(5, 0, 3))
+def test_an_empty_batch_as_torch():
+    check_twins([twin(name, args, {}, normal(*shape)) for name, args, shape in EMPTY])
+
+
+def test_recurrent_empty_batch_as_torch():
+    check_twins([twin(name, (3, 4), {}, normal(5, 0, 3)) for name in ("RNN", "LSTM", "GRU")])
 
 
 # ----------------------------------------------------------------------------- dropout
 
 
-@pytest.mark.parametrize("name,shape", [("Dropout1d", (2, 3, 5)), ("Dropout1d", (3, 5)),
-                                        ("Dropout2d", (2, 3, 4, 5)), ("Dropout2d", (2, 3, 5)),
-                                        ("Dropout3d", (2, 3, 2, 4, 5)), ("Dropout3d", (3, 2, 4, 5)),
-                                        ("AlphaDropout", (4, 5))], ids=str)
-def test_dropout_is_the_identity_in_eval_mode_and_at_p_0(name, shape):
-    check_twin(name, "eval", (0.5,), {}, [normal(*shape)])
-    check_twin(name, "train", (0.0,), {}, [normal(*shape)])
-    check_twin(name, "train", (1.0,), {}, [normal(*shape)])  # zeros, gradient zero
+def test_dropout_is_the_identity_in_eval_mode_and_at_p_0():
+    """And zeros, with a zero gradient, at p=1 in train mode."""
+    check_twins([twin(name, (p,), {}, normal(*shape), mode)
+                 for name, shape in [("Dropout1d", (2, 3, 5)), ("Dropout1d", (3, 5)),
+                                     ("Dropout2d", (2, 3, 4, 5)), ("Dropout2d", (2, 3, 5)),
+                                     ("Dropout3d", (2, 3, 2, 4, 5)), ("Dropout3d", (3, 2, 4, 5)),
+                                     ("AlphaDropout", (4, 5))]
+                 for mode, p in (("eval", 0.5), ("train", 0.0), ("train", 1.0))])
 
 
 @pytest.mark.parametrize("name,shape", [("Dropout1d", (400, 5, 50)), ("Dropout2d", (400, 5, 6, 50)),
