@@ -187,9 +187,13 @@ def case_name(kw: dict) -> str:
     return text or "default"
 
 
-def _split(xs, counts: list[int]) -> list[tuple]:
+def _each(cases, counts: tuple[int, ...], xs) -> dict:
+    """``{key: case(*its inputs)}``: ``xs`` holds each case's ``counts[i]`` inputs in turn."""
     it = iter(xs)
-    return [tuple(next(it) for _ in range(n)) for n in counts]
+    out = {k: m(*(next(it) for _ in range(n))) for (k, m), n in zip(cases.items(), counts,
+                                                                      strict=True)}
+    assert next(it, None) is None, f"{len(xs)} inputs for {sum(counts)}"
+    return out
 
 
 class TorchCases(torch.nn.Module):
@@ -202,8 +206,7 @@ class TorchCases(torch.nn.Module):
         self.counts = tuple(counts or [1] * len(cases))
 
     def forward(self, *xs):
-        return {k: m(*x) for (k, m), x in zip(self.cases.items(), _split(xs, self.counts),
-                                              strict=True)}
+        return _each(self.cases, self.counts, xs)
 
 
 class FlaxCases(nnx.Module):
@@ -214,8 +217,7 @@ class FlaxCases(nnx.Module):
         self.counts = tuple(counts or [1] * len(cases))
 
     def __call__(self, *xs):
-        return {k: m(*x) for (k, m), x in zip(self.cases.items(), _split(xs, self.counts),
-                                              strict=True)}
+        return _each(self.cases, self.counts, xs)
 
 
 def sweep_pair(cases: dict[str, tuple], dtype=np.float64, *, train: bool = True,

@@ -36,13 +36,15 @@ def layer_pair(torch_layer, flax_layer, shape, layout, dtype=F64, train=True):
 
 def check_sweep(make, cases, shape, layout, dtype=F64, train=True):
     """``make(kw) -> (torch layer, flax layer)`` for every ``kw`` in ``cases``, each on its
-    own random input of ``shape`` (or ``shape(kw)``): forward and gradients, in one pair."""
+    own random input of ``shape`` in ``layout`` (or ``shape(kw)``, ``layout(kw)``): forward
+    and gradients, in one pair."""
     sweep = {}
     for kw in cases:
         torch.manual_seed(0)
         t, f = make(kw)
         s = shape(kw) if callable(shape) else shape
-        sweep[case_name(kw)] = (t, f, RNG.standard_normal(s), layout)
+        sweep[case_name(kw)] = (t, f, RNG.standard_normal(s),
+                                layout(kw) if callable(layout) else layout)
     assert len(sweep) == len(cases), "two cases with the same name"
     sweep_pair(sweep, dtype, train=train).check_forward_and_gradients()
 
@@ -61,13 +63,10 @@ def twin(torch_cls, flax_cls, *args, dtype=F64, **kw):
 def test_linear(dtype):
     """Each of (5,), (3, 5), (2, 3, 5) inputs, with and without a bias."""
     cases = [dict(shape=s, bias=b) for s in [(3, 5), (2, 3, 5), (5,)] for b in (True, False)]
-    sweep = {}
-    for kw in cases:
-        torch.manual_seed(0)
-        t, f = twin(torch.nn.Linear, nn.Linear, 5, 4, bias=kw["bias"], dtype=dtype)
-        layout = {1: "C", 2: "NC", 3: "NLC"}[len(kw["shape"])]  # features last, as they are
-        sweep[case_name(kw)] = (t, f, RNG.standard_normal(kw["shape"]), layout)
-    sweep_pair(sweep, dtype).check_forward_and_gradients()
+    check_sweep(lambda kw: twin(torch.nn.Linear, nn.Linear, 5, 4, bias=kw["bias"], dtype=dtype),
+                cases, lambda kw: kw["shape"],
+                lambda kw: {1: "C", 2: "NC", 3: "NLC"}[len(kw["shape"])],  # features last
+                dtype)
 
 
 def test_a_sweep_names_the_case_that_differs():

@@ -211,12 +211,12 @@ class Twin:
 
 
 def check_twins(twins: list[Twin]) -> None:
-    """Every twin's step in one compiled program (XLA's default options: backend
-    optimisation level 0 compiles 3x faster but computed a bottleneck ResNet's float32
-    train-mode gradients wrongly, 8e-2 with jax 0.10.2; the recurrent
-    layers' scans included: test_recurrent's 80 samples took 111 s op by op, and one program
-    per sample cost ~0.2 s of compilation each, most of it fixed per program), then each
-    compared with torch: outputs, the state after the call, and every gradient."""
+    """Every twin's step in one compiled program, then each compared with torch: outputs,
+    the state after the call, and every gradient. Compiled, the recurrent layers' scans
+    included: test_recurrent's 80 samples took 111 s op by op, and one program per sample
+    cost ~0.2 s of compilation each, most of it fixed per program. XLA's default options:
+    backend optimisation level 0 compiles 3x faster but computed a bottleneck ResNet's
+    float32 train-mode gradients wrongly (8e-2, jax 0.10.2)."""
     def steps(states, diff_leaves):
         return [t.step(s, d) for t, s, d in zip(twins, states, diff_leaves, strict=True)]
 
