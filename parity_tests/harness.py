@@ -44,11 +44,23 @@ def assert_close(actual, expected, tol: float, what: str, record: tuple[str, str
     return flax_arch.testing.assert_close(actual, expected, tol, what)
 
 
-def uninitialised(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
+# The abstract builds uninitialised() has made, by the caller's key: tracing a model's
+# initialisers costs ~0.1-0.3 s for a ResNet, and the suite builds each registry model in
+# each dtype for several tests.
+_ABSTRACT: dict = {}
+
+
+def uninitialised(build: Callable[[], nnx.Module], seed: int = 0, *, key=None) -> nnx.Module:
     """``build()``'s model with zeros for weights and its random keys from ``seed``, built
     abstractly: for a model whose every parameter and buffer then comes from torch. Eager
-    initialisation compiles an XLA program per weight shape (13 s for GoogLeNet)."""
-    graphdef, state = nnx.split(nnx.eval_shape(build))
+    initialisation compiles an XLA program per weight shape (13 s for GoogLeNet). ``key``
+    (hashable; it must determine what ``build`` builds) reuses an earlier build's structure;
+    each call returns a new model with its own arrays."""
+    if key is None or key not in _ABSTRACT:
+        abstract = nnx.split(nnx.eval_shape(build))
+        if key is not None:
+            _ABSTRACT[key] = abstract
+    graphdef, state = abstract if key is None else _ABSTRACT[key]
 
     def concrete(x: jax.ShapeDtypeStruct):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -57,6 +69,13 @@ def uninitialised(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
         return np.zeros(x.shape, x.dtype)
 
     return nnx.merge(graphdef, jax.tree.map(concrete, state))
+
+
+def registry_model(name: str, kwargs: dict, dtype, seed: int = 0) -> nnx.Module:
+    """The registered Flax model ``name(**kwargs)`` in ``dtype``, :func:`uninitialised`."""
+    return uninitialised(lambda: flax_arch.get_model(
+        name, rngs=nnx.Rngs(seed), param_dtype=np.dtype(dtype), **kwargs), seed,
+        key=("registry", name, repr(sorted(kwargs.items())), np.dtype(dtype).name, seed))
 
 
 class Pair:
@@ -69,8 +88,7 @@ class Pair:
         kwargs = {**cfg.kwargs, **overrides}
         torch.manual_seed(seed)
         torch_model = torch_ref.get_model(name, **kwargs)
-        flax_model = uninitialised(lambda: flax_arch.get_model(
-            name, rngs=nnx.Rngs(seed), param_dtype=np.dtype(dtype), **kwargs), seed)
+        flax_model = registry_model(name, kwargs, dtype, seed)
         torch_in, _, target = entry.example_inputs(size, batch_size=batch_size, dtype=dtype,
                                                    seed=seed + 1)
         self._setup(torch_model, flax_model, torch_in, [i.layout for i in cfg.inputs],
@@ -125,17 +143,14 @@ class Pair:
 
     # ------------------------------------------------------------------ checks
 
-    def check(self, checks=flax_arch.testing.CHECKS, *, rtol: float | None = None,
-              with_loss: bool | None = None) -> ParityReport:
+    def check(self, checks=flax_arch.testing.CHECKS, *,
+              rtol: float | None = None) -> ParityReport:
         """``assert_parity`` on this pair, in its current mode (the torch model's), at the
-        suite's tolerance; optimizer steps train on the registry's loss. The errors go to the
-        end-of-run table under (family, dtype, check and kind).
-
-        ``with_loss`` (default: when there are optimizer steps) passes the registry's loss
-        and target; without steps it changes no number, only what is compiled."""
+        suite's tolerance; optimizer steps train on the registry's loss (passed only where
+        there are steps: it changes no other number, only what is compiled). The errors go
+        to the end-of-run table under (family, dtype, check and kind)."""
         rtol = self.tol if rtol is None else rtol
-        if with_loss is None:
-            with_loss = bool({"sgd", "adam"} & set(checks))
+        with_loss = bool({"sgd", "adam"} & set(checks))
         report = assert_parity(
             self.flax, self.torch, *self.torch_in, layouts=self.layouts,
             output_layouts=self.output_layouts, dtype=self.dtype, train=self.torch.training,

@@ -59,7 +59,8 @@ def googlenet_pair(dtype, train: bool, aux_logits: bool) -> Pair:
     kwargs = {**flax_arch.get_entry("googlenet").test.kwargs, "aux_logits": aux_logits}
     torch.manual_seed(0)
     ref = calibrated(torch_ref.inception.GoogLeNet(**kwargs))
-    ours = uninitialised(lambda: GoogLeNet(**kwargs, rngs=nnx.Rngs(0), param_dtype=dtype))
+    ours = uninitialised(lambda: GoogLeNet(**kwargs, rngs=nnx.Rngs(0), param_dtype=dtype),
+                         key=("googlenet", aux_logits, np.dtype(dtype).name))
     x = np.random.default_rng(0).standard_normal(SMALL)
     return Pair.of_modules(ref, ours, [x], ["NCHW"], ["NC"] * (3 if aux_logits else 1), dtype,
                            family="inception", train=train)

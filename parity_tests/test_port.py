@@ -29,7 +29,7 @@ import torch_ref
 from flax_arch import load_torch_state_dict, port, torch_state_dict
 from flax_arch._tolerances import FLOAT32, FLOAT64
 from flax_arch.testing import assert_parity
-from parity_tests.harness import uninitialised
+from parity_tests.harness import registry_model
 
 port_module = sys.modules["flax_arch.port"]
 PortError = port_module.PortError
@@ -115,9 +115,7 @@ def test_shape_checking_forwards_port_at_fixed_shapes(name):
 def _twin(name, entry, model):
     """The hand-written Flax model holding the torch model's weights (built abstract, as the
     port is: no initialiser to compile)."""
-    twin = uninitialised(lambda: flax_arch.get_model(name, rngs=nnx.Rngs(0),
-                                                     param_dtype=np.float64,
-                                                     **entry.test.kwargs))
+    twin = registry_model(name, entry.test.kwargs, np.float64)
     load_torch_state_dict(twin, model.state_dict())
     return twin
 

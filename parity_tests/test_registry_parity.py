@@ -32,10 +32,7 @@ def test_both_registries_list_the_same_models():
 @pytest.mark.parametrize("name", GENERIC)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_parity(name, dtype, train):
-    """Both modes compile the loss (eval mode without using it), so that a model whose
-    modes compute the same compiles the same program twice: the second time it comes from
-    the run's compilation cache (conftest.py)."""
-    report = Pair(name, dtype, train=train).check(checks(name, dtype, train), with_loss=True)
+    report = Pair(name, dtype, train=train).check(checks(name, dtype, train))
     assert set(report.largest()) == set(checks(name, dtype, train))
 
 
