@@ -50,17 +50,19 @@ def assert_close(actual, expected, tol: float, what: str, record: tuple[str, str
 _ABSTRACT: dict = {}
 
 
-def uninitialised(build: Callable[[], nnx.Module], seed: int = 0, *, key=None) -> nnx.Module:
+def uninitialised(build: Callable[[], nnx.Module], seed: int = 0, *,
+                  cache_key=None) -> nnx.Module:
     """``build()``'s model with zeros for weights and its random keys from ``seed``, built
     abstractly: for a model whose every parameter and buffer then comes from torch. Eager
-    initialisation compiles an XLA program per weight shape (13 s for GoogLeNet). ``key``
-    (hashable; it must determine what ``build`` builds) reuses an earlier build's structure;
-    each call returns a new model with its own arrays."""
-    if key is None or key not in _ABSTRACT:
+    initialisation compiles an XLA program per weight shape (13 s for GoogLeNet).
+    ``cache_key`` (hashable; it must determine what ``build`` builds) reuses an earlier
+    build's structure; each call returns a new model with its own arrays."""
+    abstract = None if cache_key is None else _ABSTRACT.get(cache_key)
+    if abstract is None:
         abstract = nnx.split(nnx.eval_shape(build))
-        if key is not None:
-            _ABSTRACT[key] = abstract
-    graphdef, state = abstract if key is None else _ABSTRACT[key]
+        if cache_key is not None:
+            _ABSTRACT[cache_key] = abstract
+    graphdef, state = abstract
 
     def concrete(x: jax.ShapeDtypeStruct):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -75,7 +77,7 @@ def registry_model(name: str, kwargs: dict, dtype, seed: int = 0) -> nnx.Module:
     """The registered Flax model ``name(**kwargs)`` in ``dtype``, :func:`uninitialised`."""
     return uninitialised(lambda: flax_arch.get_model(
         name, rngs=nnx.Rngs(seed), param_dtype=np.dtype(dtype), **kwargs), seed,
-        key=("registry", name, repr(sorted(kwargs.items())), np.dtype(dtype).name, seed))
+        cache_key=("registry", name, repr(sorted(kwargs.items())), np.dtype(dtype).name, seed))
 
 
 class Pair:

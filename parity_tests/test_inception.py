@@ -60,7 +60,7 @@ def googlenet_pair(dtype, train: bool, aux_logits: bool) -> Pair:
     torch.manual_seed(0)
     ref = calibrated(torch_ref.inception.GoogLeNet(**kwargs))
     ours = uninitialised(lambda: GoogLeNet(**kwargs, rngs=nnx.Rngs(0), param_dtype=dtype),
-                         key=("googlenet", aux_logits, np.dtype(dtype).name))
+                         cache_key=("googlenet", aux_logits, np.dtype(dtype).name))
     x = np.random.default_rng(0).standard_normal(SMALL)
     return Pair.of_modules(ref, ours, [x], ["NCHW"], ["NC"] * (3 if aux_logits else 1), dtype,
                            family="inception", train=train)
