@@ -2,9 +2,8 @@
 full-precision matmuls (TF32 off in torch when a GPU is present); each pytest-xdist worker on
 its share of the cores, its memory bounded.
 
-No persistent compilation cache: it found ~3% of a run's programs (102 of 3,220), and what
-that saved, computing keys and writing every other entry cost again (test_registry_parity.py
-and test_layers.py on -n 2, alternated: 156.9 and 156.9 s with it, 155.7 and 156.5 s without)."""
+No persistent compilation cache: it found ~3% of a run's programs, and computing keys and
+writing every other entry cost what those hits saved."""
 
 import ctypes
 import gc
