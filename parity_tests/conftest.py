@@ -2,41 +2,56 @@
 full-precision matmuls (TF32 off in torch when a GPU is present); each pytest-xdist worker on
 its share of the cores, its memory bounded.
 
+Only the processes that run tests import JAX and torch: pytest-xdist's controller (``-n``)
+schedules and reports, and importing them there delayed every worker's start by ~4 s.
+
 No persistent compilation cache: it found ~3% of a run's programs, and computing keys and
 writing every other entry cost what those hits saved."""
 
 import ctypes
 import gc
 import os
+import sys
 
-import jax
 import pytest
-import torch
 
-import flax_arch.testing
 
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_default_matmul_precision", "highest")
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+def _is_xdist_controller(config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput")
 
 
 def _share_the_cores() -> None:
     """Under pytest-xdist, each worker's torch and XLA:CPU use their share of the cores: with
     as many workers as cores, one thread each (oversubscribed, -n 2 on 2 cores ran ~20%
     slower). XLA reads XLA_FLAGS when its backend starts, after this."""
+    import torch
+
+    from flax_arch.xla import configure_xla_cpu
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if not workers:
         return
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     torch.set_num_threads(threads)
-    flags = os.environ.get("XLA_FLAGS", "")
-    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if threads == 1:
+        configure_xla_cpu(("--xla_cpu_multi_thread_eigen=false",))
 
 
-_share_the_cores()
+def pytest_configure(config):
+    if _is_xdist_controller(config):
+        return
+    _share_the_cores()
+
+    import jax
+    import torch
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    jax.monitoring.register_event_duration_secs_listener(_trim_after_large_compilations)
 
 
 def pytest_collection_finish(session):
@@ -83,9 +98,6 @@ def _trim_after_large_compilations(event: str, duration: float, **_) -> None:
         _return_freed_memory()
 
 
-jax.monitoring.register_event_duration_secs_listener(_trim_after_large_compilations)
-
-
 @pytest.fixture(autouse=True)
 def _release_compiled_checks():
     """Each test's compiled parity checks are dropped after it: kept, a few MB each, they
@@ -99,6 +111,10 @@ def _release_compiled_checks():
     releasing after each: test_layers.py took 168 s of CPU instead of ~100), so the next one
     waits until the worker has grown by RELEASE_GROWTH_BYTES from where the last one left it."""
     yield
+    import jax
+
+    import flax_arch.testing
+
     flax_arch.testing.clear_caches()
     rss = _resident_bytes()
     floor = max(RELEASE_ABOVE_BYTES, _after_release[0] + RELEASE_GROWTH_BYTES)
@@ -109,27 +125,35 @@ def _release_compiled_checks():
         _after_release[0] = _resident_bytes() or 0
 
 
+# The largest errors of each worker, merged by pytest-xdist's controller.
+_WORKERS_ERRORS: dict[tuple[str, ...], float] = {}
+
+
+def _errors() -> dict[tuple[str, ...], float]:
+    """This process's largest parity errors: its own (where the harness ran), its workers'."""
+    harness = sys.modules.get("parity_tests.harness")
+    errors = dict(_WORKERS_ERRORS)
+    for key, err in (harness.ERRORS.items() if harness else ()):
+        errors[key] = max(errors.get(key, 0.0), err)
+    return errors
+
+
 def pytest_sessionfinish(session):
     """Under pytest-xdist, each worker hands its largest errors to the controller."""
-    from parity_tests.harness import ERRORS
-
     if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["parity_errors"] = [[*k, v] for k, v in ERRORS.items()]
+        session.config.workeroutput["parity_errors"] = [[*k, v] for k, v in _errors().items()]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    from parity_tests.harness import ERRORS
-
     for *key, err in getattr(node, "workeroutput", {}).get("parity_errors", []):
-        ERRORS[tuple(key)] = max(ERRORS.get(tuple(key), 0.0), err)
+        _WORKERS_ERRORS[tuple(key)] = max(_WORKERS_ERRORS.get(tuple(key), 0.0), err)
 
 
 def pytest_terminal_summary(terminalreporter):
-    from parity_tests.harness import ERRORS
-
-    if not ERRORS:
+    errors = _errors()
+    if not errors:
         return
     terminalreporter.section("largest parity errors (max|diff| / max(1, max|ref|))")
-    for (family, dtype, what), err in sorted(ERRORS.items()):
+    for (family, dtype, what), err in sorted(errors.items()):
         terminalreporter.write_line(f"{family:12s} {dtype:8s} {what:14s} {err:.2e}")
