@@ -11,7 +11,8 @@ import pytest
 
 import flax_arch
 import torch_ref
-from parity_tests.harness import Pair
+from parity_tests import harness
+from parity_tests.harness import FLOAT64_COMPILER_OPTIONS, Pair
 from parity_tests.tolerances import ADAM_FLOAT64_ONLY, registry_checks as checks
 
 # Models whose generic checks run in their own file on a superset of the registry's
@@ -66,3 +67,18 @@ def test_state_dict_round_trip_is_bit_identical(name):
     for key, value in ref.items():
         assert back[key].dtype == value.numpy().dtype, key
         np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+
+
+def test_only_float64_checks_compile_with_the_suites_options(monkeypatch):
+    """float64 compiles with FLOAT64_COMPILER_OPTIONS; float32, whose tolerances measure
+    rounding, with XLA's defaults, as users run it."""
+    seen, real = [], harness.assert_parity
+
+    def spy(*args, **kwargs):
+        seen.append((np.dtype(kwargs["dtype"]).name, kwargs["compiler_options"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "assert_parity", spy)
+    for dtype in DTYPES:
+        Pair("mlp", dtype).check(("forward",))
+    assert seen == [("float64", FLOAT64_COMPILER_OPTIONS), ("float32", None)]
