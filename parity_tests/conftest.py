@@ -61,6 +61,21 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """torch's thread count as each test found it: the benchmark's device detection gives
+    torch every core, and the next tests of that worker then rounded otherwise (torch's
+    float32 reductions follow its threads: DenseNet's float32 Adam state came 5.48e-5 from
+    JAX's on one thread, 4.42e-5 on two), so the suite's float32 errors depended on which
+    worker ran which test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 # A worker above this resident size after a test drops every JAX cache (see below), unless
 # it has not grown by RELEASE_GROWTH_BYTES since the last release left it where it is.
 RELEASE_ABOVE_BYTES = 5 << 28  # 1.25 GiB
