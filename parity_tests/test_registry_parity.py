@@ -6,8 +6,11 @@ every optimizer step (it replaces the separate forward-and-gradient and optimize
 of before, checking the same: SGD and Adam now run one after the other on the same pair).
 """
 
+import contextlib
+
 import numpy as np
 import pytest
+import torch
 
 import flax_arch
 import torch_ref
@@ -29,11 +32,32 @@ def test_both_registries_list_the_same_models():
     assert flax_arch.list_models() == torch_ref.list_models()
 
 
+# Models whose float32 torch reference needs two threads. The bottleneck ResNet's train-mode
+# weight gradients from torch's float32 on one thread (each pytest-xdist worker's share of a
+# 2-core machine) are 7.9e-2 from torch's own float64 ones (layer4.0.downsample.0.weight,
+# 2-core AMD EPYC, torch 2.14.1); on two threads 5.9e-6, and JAX's float32 ones are 4.9e-6
+# from torch's then. A leaked thread count (fixed in conftest.py) had hidden it.
+TORCH_THREADS_FLOAT32 = {"resnet_bottleneck": 2}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch on at least ``n`` threads while the block runs (None: as it is)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, n or 0))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", GENERIC)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_parity(name, dtype, train):
-    report = Pair(name, dtype, train=train).check(checks(name, dtype, train))
+    threads = TORCH_THREADS_FLOAT32.get(name) if np.dtype(dtype) == np.float32 else None
+    with torch_threads(threads):
+        report = Pair(name, dtype, train=train).check(checks(name, dtype, train))
     assert set(report.largest()) == set(checks(name, dtype, train))
 
 
