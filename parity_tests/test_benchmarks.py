@@ -21,10 +21,12 @@ from flax import nnx
 
 import flax_arch
 import torch_ref
-from benchmarks import flops, harness, report, stats
+from benchmarks import flops, harness, report, stats, suite_profile
 from benchmarks.__main__ import USAGE_ERROR, main, parse_args
 from benchmarks.device import DeviceInfo
 from flax_arch import nn, registry
+
+pytest_plugins = ["pytester"]  # test_suite_profile_reports_each_files_compilations
 
 REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_eager_ms",
             "torch_compile_ms", "speedup", "jax_compile_s", "flops", "precision", "threads",
@@ -518,3 +520,36 @@ def test_compare_two_runs():
     # agreeing ratios, but a third of the second run unstable: not reproducible either
     ok, lines = report.compare(first, [first[0], first[1], second[2]])
     assert not ok and "0 differ" in lines[0] and lines[-1].endswith("no")
+
+
+PROFILED = """
+import jax, jax.numpy as jnp
+
+def test_compiles_twice():
+    jax.jit(lambda x: jnp.sin(x) * 2)(1.0)
+    jax.jit(lambda x: jnp.cos(x) - 1)(1.0)
+
+def test_compiles_nothing():
+    pass
+"""
+
+
+def test_suite_profile_reports_each_files_compilations(pytester, tmp_path):
+    """benchmarks.suite_profile, run in-process on a two-test file: its table names the file,
+    its two compilations and their seconds; the JSON holds one record per test."""
+    pytester.makepyfile(test_profiled=PROFILED)
+    out = tmp_path / "profile.json"
+    result = pytester.runpytest_inprocess("-p", "benchmarks.suite_profile",
+                                          "--suite-profile-json", str(out))
+    result.assert_outcomes(passed=2)
+    records = {r["test"].split("::")[1]: r for r in json.loads(out.read_text())}
+    assert set(records) == {"test_compiles_twice", "test_compiles_nothing"}
+    assert records["test_compiles_twice"]["programs"] == 2
+    assert records["test_compiles_twice"]["compile"] > 0
+    assert records["test_compiles_nothing"]["programs"] == 0
+    table = result.outlines[result.outlines.index(next(
+        line for line in result.outlines if line.startswith("suite profile"))):]
+    row = next(line.split() for line in table if line.startswith("test_profiled.py"))
+    assert row[1] == "2" and row[-1] == "2"  # two tests, two programs
+    assert any(line.startswith("compilation floor:") for line in result.outlines)
+    assert suite_profile._ACTIVE == []  # the in-process run's profile is gone with it
