@@ -539,6 +539,7 @@ def test_suite_profile_reports_each_files_compilations(pytester, tmp_path):
     its two compilations and their seconds; the JSON holds one record per test."""
     pytester.makepyfile(test_profiled=PROFILED)
     out = tmp_path / "profile.json"
+    outer = list(suite_profile._ACTIVE)  # a profiled suite's own profile, if any
     result = pytester.runpytest_inprocess("-p", "benchmarks.suite_profile",
                                           "--suite-profile-json", str(out))
     result.assert_outcomes(passed=2)
@@ -552,4 +553,4 @@ def test_suite_profile_reports_each_files_compilations(pytester, tmp_path):
     row = next(line.split() for line in table if line.startswith("test_profiled.py"))
     assert row[1] == "2" and row[-1] == "2"  # two tests, two programs
     assert any(line.startswith("compilation floor:") for line in result.outlines)
-    assert suite_profile._ACTIVE == []  # the in-process run's profile is gone with it
+    assert suite_profile._ACTIVE == outer  # the in-process run's profile is gone with it
