@@ -5,8 +5,10 @@ its share of the cores, its memory bounded.
 Only the processes that run tests import JAX and torch: pytest-xdist's controller (``-n``)
 schedules and reports, and importing them there delayed every worker's start by ~4 s.
 
-No persistent compilation cache: it found ~3% of a run's programs, and computing keys and
-writing every other entry cost what those hits saved."""
+The suite sets no persistent compilation cache: within one run it found ~3% of the programs,
+and computing keys and writing every other entry cost what those hits saved. Across runs it
+pays: JAX's own ``JAX_COMPILATION_CACHE_DIR`` (README) made the second whole run 336 s instead
+of 546 s (2-core AMD EPYC; 179 programs, 21 MB)."""
 
 import ctypes
 import gc
