@@ -526,8 +526,8 @@ PROFILED = """
 import jax, jax.numpy as jnp
 
 def test_compiles_twice():
-    jax.jit(lambda x: jnp.sin(x) * 2)(1.0)
-    jax.jit(lambda x: jnp.cos(x) - 1)(1.0)
+    jax.jit(lambda x: jnp.sin(x) * 2.71828)(1.0)  # programs no other test compiles
+    jax.jit(lambda x: jnp.cos(x) - 1.41421)(1.0)
 
 def test_compiles_nothing():
     pass
