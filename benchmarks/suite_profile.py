@@ -31,12 +31,19 @@ COLUMNS = ("wall", "cpu", "trace", "lower", "compile")
 SHOWN = 10  # longest tests printed
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int | None:
+    """This process's resident set size, or None where /proc is not there."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return 0
+        return None
+
+
+def is_xdist_controller(config) -> bool:
+    """pytest-xdist's controller (``-n``): it schedules and reports, and runs no test."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput")
 
 
 _ACTIVE: list[SuiteProfile] = []  # the profiles of the sessions running in this process
@@ -75,7 +82,7 @@ class SuiteProfile:
             "test": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
             **{c: self.current.get(c, 0.0) for c in ("trace", "lower", "compile")},
-            "programs": int(self.current.get("programs", 0)), "rss": _resident_bytes()})
+            "programs": int(self.current.get("programs", 0)), "rss": resident_bytes() or 0})
 
     def pytest_sessionfinish(self, session):
         if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker
@@ -140,9 +147,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     profile = SuiteProfile(config)
     config.pluginmanager.register(profile, "suite_profile_session")
-    is_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
-        config, "workerinput")
-    if is_controller:
+    if is_xdist_controller(config):
         return
     import jax
 

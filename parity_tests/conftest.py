@@ -17,10 +17,7 @@ import sys
 
 import pytest
 
-
-def _is_xdist_controller(config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
-        config, "workerinput")
+from benchmarks.suite_profile import is_xdist_controller, resident_bytes
 
 
 def _share_the_cores() -> None:
@@ -41,7 +38,7 @@ def _share_the_cores() -> None:
 
 
 def pytest_configure(config):
-    if _is_xdist_controller(config):
+    if is_xdist_controller(config):
         return
     _share_the_cores()
 
@@ -85,15 +82,6 @@ RELEASE_GROWTH_BYTES = 1 << 28  # 256 MiB
 _after_release = [0]  # the resident size the last release left
 
 
-def _resident_bytes() -> int | None:
-    """This process's resident set size, or None where /proc is not there."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _return_freed_memory() -> None:
     """Hands freed heap pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
     try:
@@ -133,13 +121,13 @@ def _release_compiled_checks():
     import flax_arch.testing
 
     flax_arch.testing.clear_caches()
-    rss = _resident_bytes()
+    rss = resident_bytes()
     floor = max(RELEASE_ABOVE_BYTES, _after_release[0] + RELEASE_GROWTH_BYTES)
     if rss is not None and rss > floor:
         jax.clear_caches()
         gc.collect()
         _return_freed_memory()
-        _after_release[0] = _resident_bytes() or 0
+        _after_release[0] = resident_bytes() or 0
 
 
 # The largest errors of each worker, merged by pytest-xdist's controller.
