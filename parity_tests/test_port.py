@@ -12,7 +12,6 @@ layer matters to the output.
 from __future__ import annotations
 
 import collections
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +27,13 @@ import flax_arch
 import torch_ref
 from flax_arch import load_torch_state_dict, port, torch_state_dict
 from flax_arch._tolerances import FLOAT32, FLOAT64
+from flax_arch.port import PortError, TracedModule
+from flax_arch.port import build as port_build
+from flax_arch.port import program as port_program
+from flax_arch.port.ops import nn as port_nn_ops
 from flax_arch.testing import assert_parity
 from parity_tests.harness import registry_model
 
-port_module = sys.modules["flax_arch.port"]
-PortError = port_module.PortError
 LAYER, DEEP = FLOAT32["layer"], FLOAT32["deep"]
 
 
@@ -231,7 +232,7 @@ def test_train_mode_graph_stochastic_depth():
     model = randomize(_small_efficientnet(stochastic_depth_prob=0.0))
     ported = port(model, torch.zeros(1, 3, 32, 32))
     calls = {mode: [s.args[3] for s in program.steps
-                    if s.op == "call" and s.fn is port_module._stochastic_depth]
+                    if s.op == "call" and s.fn is port_nn_ops._stochastic_depth]
              for mode, program in (("train", ported._train_program),
                                    ("eval", ported._eval_program))}
     assert calls["train"] and all(t is True for t in calls["train"])
@@ -479,8 +480,8 @@ def test_a_torch_nn_subclass_is_traced_through():
     ported = port(Direct().eval(), torch.zeros(2, 3, 5, 5))
     for program in (ported._train_program, ported._eval_program):
         assert [s.target for s in program.steps if s.op == "call_module"] == []
-        assert sum(s.fn is port_module._layer_norm for s in program.steps) == 2
-    assert isinstance(ported.norm, port_module.TracedModule)
+        assert sum(s.fn is port_nn_ops._layer_norm for s in program.steps) == 2
+    assert isinstance(ported.norm, TracedModule)
 
 
 COMPOSITIONS = {
@@ -640,8 +641,8 @@ def test_refusal_names_every_op_and_node_before_building(monkeypatch):
     def no_building(*args, **kwargs):
         raise AssertionError("port built a module before refusing")
 
-    monkeypatch.setattr(port_module, "_fill", no_building)
-    monkeypatch.setattr(port_module, "_build", no_building)
+    monkeypatch.setattr(port_build, "_fill", no_building)
+    monkeypatch.setattr(port_program, "_build", no_building)
     with pytest.raises(PortError) as err:
         port(Untranslatable(), torch.zeros(5, 2, 4))
     message = str(err.value)

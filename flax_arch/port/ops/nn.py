@@ -1,0 +1,183 @@
+"""torch.nn.functional's layers as functions: linear, convolutions, layer norm, padding,
+interpolation, pools (as the flax_arch layer of the same arguments), embedding, dropout and
+stochastic depth, and the matrix products."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flax_arch import nn as fnn
+from flax_arch.nn.upsampling import _resample
+
+from ..leaves import _init_parameters
+from ..tensor import _T, _amap, _cl, _tmap
+from .registry import op
+
+
+def _bcast(v: _T | None, r: int):
+    """A torch-order parameter of trailing shape, as an array of rank r."""
+    if v is None:
+        return None
+    a = v.torch()
+    return a.reshape((1,) * (r - a.ndim) + a.shape)
+
+
+@op("layer_norm")
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    k, r = len(tuple(normalized_shape)), x.ndim
+    if x.p[r - k:] != tuple(range(r - k, r)):  # the normalised dims must be stored last
+        x = _T(x.torch())
+    axes = tuple(range(r - k, r))
+    a = x.a
+    mean = jnp.mean(a, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(a - mean), axis=axes, keepdims=True)
+    y = (a - mean) * lax.rsqrt(var + eps)
+    if weight is not None:
+        y = y * _bcast(weight, r)
+    if bias is not None:
+        y = y + _bcast(bias, r)
+    return _T(y, x.p)
+
+
+@op("linear")
+def _linear(x, weight, bias=None):
+    y = jnp.matmul(x.torch(), weight.torch().T)
+    return _T(y if bias is None else y + _bcast(bias, y.ndim))
+
+
+def _torch_order(fn):
+    """An op whose meaning depends on torch's memory order (matmul, einsum, expand, ...)."""
+
+    def impl(*args, **kwargs):
+        return _T(fn(*_tmap(_T.torch, args), **_tmap(_T.torch, kwargs)))
+
+    return impl
+
+
+def _ntuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _conv(n: int):
+    """F.conv1d / F.conv2d: channels-last input, torch-layout (O, I/g, *k) weight."""
+
+    def impl(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        w = weight.torch()
+        st, dil = _ntuple(stride, n), _ntuple(dilation, n)
+        if padding == "valid":
+            pads = [(0, 0)] * n
+        elif padding == "same":
+            tot = [d * (k - 1) for d, k in zip(dil, w.shape[2:])]
+            pads = [(t // 2, t - t // 2) for t in tot]
+        else:
+            pads = [(q, q) for q in _ntuple(padding, n)]
+        lhs = "N" + "DHW"[3 - n:] + "C"
+        y = lax.conv_general_dilated(x.cl(), w, st, pads, rhs_dilation=dil,
+                                     dimension_numbers=(lhs, "OI" + "DHW"[3 - n:], lhs),
+                                     feature_group_count=groups)
+        if bias is not None:
+            y = y + bias.torch().reshape((1,) * (n + 1) + (-1,))
+        return _T(y, _cl(n + 2))
+
+    return impl
+
+
+def _flax_layer(name: str):
+    """A functional pool (F.max_pool2d, F.adaptive_avg_pool2d, ...) as the flax_arch layer of
+    the same arguments, on a channels-last input."""
+
+    def impl(x, *args, **kwargs):
+        cls = getattr(fnn, name)
+        params = _init_parameters(cls)
+        kwargs = {k: v for k, v in kwargs.items() if k in params or v not in (False, None)}
+        return _amap(lambda y: _T(y, _cl(y.ndim)), cls(*args, **kwargs)(x.cl()))
+
+    return impl
+
+
+@op("pad")
+def _pad(x, pad, mode="constant", value=None):
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ax(x.ndim - 1 - i)] = (pad[2 * i], pad[2 * i + 1])
+    if mode == "constant":  # lax.pad also crops, for negative widths, as torch does
+        v = jnp.asarray(0 if value is None else value, x.a.dtype)
+        return _T(lax.pad(x.a, v, [(lo, hi, 0) for lo, hi in widths]), x.p)
+    modes = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    return _T(jnp.pad(x.a, widths, mode=modes[mode]), x.p)
+
+
+@op("interpolate", check=lambda a: "antialias=True" if a.get("antialias") else None)
+def _interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None, antialias=False):
+    """torch's F.interpolate in every mode ('nearest', 'nearest-exact', 'linear',
+    'bilinear', 'bicubic', 'trilinear', 'area'; not antialias) through the resampling of
+    flax_arch's ``Upsample``, which follows the rules of torch's CPU kernels, along the
+    stored axes of the torch spatial dims."""
+    n = x.ndim - 2
+    return _T(_resample(x.a, [x.ax(d) for d in range(2, x.ndim)],
+                        None if size is None else _ntuple(size, n),
+                        None if scale_factor is None else _ntuple(scale_factor, n),
+                        mode, align_corners, recompute_scale_factor), x.p)
+
+
+def _need_rngs(rngs, what):
+    if rngs is None:
+        raise ValueError(f"{what} in train mode draws randomness: call the ported model with "
+                         "rngs=nnx.Rngs(dropout=...)")
+    return rngs.dropout()
+
+
+@op("dropout", random=True)
+def _dropout(x, p=0.5, training=True, inplace=False, *, rngs=None):
+    if not training or p == 0:
+        return x
+    keep = jax.random.bernoulli(_need_rngs(rngs, "dropout"), 1 - p, x.a.shape)
+    return _T(jnp.where(keep, x.a / (1 - p), 0).astype(x.a.dtype), x.p)
+
+
+@op("stochastic_depth", random=True)
+def _stochastic_depth(x, p, mode, training=True, *, rngs=None):
+    """torchvision.ops.stochastic_depth: drops whole rows ('row') or the whole batch."""
+    if not training or p == 0:
+        return x
+    shape = [1] * x.ndim
+    if mode == "row":
+        shape[x.ax(0)] = x.a.shape[x.ax(0)]
+    keep = jax.random.bernoulli(_need_rngs(rngs, "stochastic_depth"), 1 - p, shape)
+    noise = keep.astype(x.a.dtype) / (1 - p) if p < 1 else keep.astype(x.a.dtype)
+    return _T(x.a * noise, x.p)
+
+
+def _embedding_check(a):
+    if a.get("max_norm") is not None:
+        return "max_norm (renormalises the weight in place)"
+    return "scale_grad_by_freq=True" if a.get("scale_grad_by_freq") else None
+
+
+@op("embedding", check=_embedding_check)
+def _embedding(indices, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+               scale_grad_by_freq=False, sparse=False):
+    w = weight.torch()
+    if padding_idx is not None:  # torch sends no gradient to the padding row
+        row = jnp.arange(w.shape[0])[:, None] == padding_idx % w.shape[0]
+        w = jnp.where(row, lax.stop_gradient(w), w)
+    return _T(jnp.take(w, indices.torch(), axis=0))
+
+
+for _name, _impl in {
+        "conv1d": _conv(1), "conv2d": _conv(2),
+        "matmul": _torch_order(jnp.matmul), "mm": _torch_order(jnp.matmul),
+        "bmm": _torch_order(jnp.matmul), "einsum": _torch_order(jnp.einsum),
+}.items():
+    op(_name)(_impl)
+
+# functional pools, as the flax_arch layer of the same arguments (where there is one)
+for _n in (1, 2, 3):
+    for _f, _layer in (("max_pool", "MaxPool"), ("avg_pool", "AvgPool"),
+                       ("adaptive_avg_pool", "AdaptiveAvgPool"),
+                       ("adaptive_max_pool", "AdaptiveMaxPool")):
+        if hasattr(fnn, f"{_layer}{_n}d"):
+            op(f"{_f}{_n}d")(_flax_layer(f"{_layer}{_n}d"))

@@ -1,0 +1,137 @@
+"""Tracing: the module's torch.fx graph, with the torch.nn leaf layers kept as calls; where a
+forward reads its inputs' shapes, a tracer that runs the example inputs alongside."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+from .leaves import _is_leaf
+from .tensor import PortError
+
+
+def _tracers():
+    """fx's tracer with the port's leaves, and one whose shape queries answer with the
+    example inputs' sizes (for a forward that checks its input's shape: torch.export
+    specialises on static shapes the same way)."""
+    import torch.fx as fx
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return _is_leaf(m)
+
+    class ShapeProxy(fx.Proxy):
+        def size(self, dim=None):
+            value = self.node.meta["value"]
+            return value.size() if dim is None else value.size(dim)
+
+        def dim(self):
+            return self.node.meta["value"].dim()
+
+        def numel(self):
+            return self.node.meta["value"].numel()
+
+        shape = property(lambda self: self.node.meta["value"].shape)
+        ndim = property(lambda self: self.node.meta["value"].ndim)
+
+        def __len__(self):
+            return len(self.node.meta["value"])
+
+        def __iter__(self):  # a tuple-valued node (chunk, split) unpacks to its length
+            value = self.node.meta["value"]
+            if isinstance(value, (tuple, list)):
+                return iter([self[i] for i in range(len(value))])
+            return super().__iter__()
+
+    class ShapeTracer(Tracer):
+        """Runs the module on the example inputs while tracing, node by node (with fx's
+        patches of Module.__call__ and __getattr__ bypassed while it does)."""
+
+        def __init__(self, arguments):
+            super().__init__()
+            self.arguments, self.eager = iter(arguments), False
+
+        def proxy(self, node):
+            return ShapeProxy(node, self)
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            if self.eager:
+                return attr_val
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+        def call_module(self, m, forward, args, kwargs):
+            if self.eager:
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
+
+        def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
+            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
+            node = proxy.node
+            a, k = fx.node.map_arg((node.args, node.kwargs), lambda n: n.meta["value"])
+            self.eager = True
+            try:
+                if kind == "placeholder":
+                    value = next(self.arguments)
+                elif kind == "get_attr":
+                    value = functools.reduce(getattr, target.split("."), self.root)
+                elif kind == "call_function":
+                    value = target(*a, **k)
+                elif kind == "call_method":
+                    value = getattr(a[0], target)(*a[1:], **k)
+                elif kind == "call_module":
+                    value = self.root.get_submodule(target)(*a, **k)
+                else:
+                    value = None
+            finally:
+                self.eager = False
+            node.meta["value"] = value
+            return proxy
+
+    return Tracer, ShapeTracer
+
+
+def _trace(module, example_inputs):
+    """The module's fx graph (the forward's arguments after the example inputs at their
+    defaults), the tensors fx lifted into it, and the example inputs' shapes where the graph
+    holds them (None: the graph works for any shape)."""
+    import copy
+
+    import torch
+
+    Tracer, ShapeTracer = _tracers()
+    concrete = {}
+    for p in list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise PortError(f"port: {type(module).__name__}.forward needs argument "
+                            f"{p.name!r}; give an example input for it")
+        concrete[p.name] = p.default
+    before = set(vars(module))
+    shapes = None
+    try:
+        try:
+            graph = Tracer().trace(module, concrete_args=concrete or None)
+        except Exception as err:  # noqa: BLE001 - fx raises several types for control flow
+            inputs = [x.detach().clone() if hasattr(x, "detach") else
+                      torch.as_tensor(np.asarray(x)) if hasattr(x, "ndim") else x
+                      for x in example_inputs]
+            saved = copy.deepcopy(module.state_dict())
+            try:
+                with torch.no_grad(), torch.random.fork_rng():
+                    graph = ShapeTracer([*inputs, *concrete.values()]).trace(
+                        module, concrete_args=concrete or None)
+            except Exception:  # noqa: BLE001 - data-dependent control flow: fx's own error
+                raise PortError(f"port: torch.fx cannot trace {type(module).__name__}: "
+                                f"{err}") from err
+            finally:  # the eager run may have updated running statistics
+                module.load_state_dict(saved)
+            shapes = tuple(tuple(x.shape) if hasattr(x, "shape") else None for x in inputs)
+    finally:  # fx leaves the tensor constants it lifts on the module: take them back
+        added = {name: vars(module)[name] for name in set(vars(module)) - before}
+        for name in added:
+            delattr(module, name)
+    return graph, added, shapes
+
