@@ -11,9 +11,10 @@ Examples::
     python -m benchmarks --compare run1.json run2.json   # do two runs agree?
     python -m benchmarks --port torchvision.models:mobilenet_v2 --input 1,3,224,224
 
-Every number comes with its spread; a case whose timings did not settle, stayed spread out,
-or shared the machine with other work is marked unstable, and the geometric means leave it
-out (:mod:`benchmarks.stats`). A model that fails is reported as failed, and the run goes on;
+Every speedup is the median of paired per-round ratios with its 95% interval; a case whose
+interval is wider than +-10%, whose ratio changed during the case, whose sides did not settle,
+or that shared the machine with other work is marked unstable, and the geometric means leave
+it out (:mod:`benchmarks.stats`, :mod:`benchmarks.timing`). A model that fails is reported as failed, and the run goes on;
 unknown names, impossible batch sizes and dtypes the device lacks are named and skipped. The
 exit status is non-zero only for usage errors (nothing valid left to run, malformed
 arguments).
@@ -33,10 +34,8 @@ import argparse  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 USAGE_ERROR = 2
-RESULTS = Path(__file__).parent / "results"  # the latest run per device; history/ the rest
 
 
 def _csv(text: str) -> list[str]:
@@ -44,8 +43,8 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from benchmarks.device import DTYPES, PRECISIONS
-    from benchmarks.harness import MODES
+    from .device import DTYPES, PRECISIONS
+    from .harness import MODES
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -77,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time torch.compile (its compilation timed apart)")
     p.add_argument("--quick", action="store_true",
                    help="the registry's quick sizes (a millisecond or more per call, the "
-                        "slides' layers), 25 ms samples, a 2 s budget per case")
+                        "slides' layers), 25 ms blocks, a 2 s budget per case")
     p.add_argument("--cores", type=int, default=None, metavar="N",
                    help="pin both libraries to N of the cores this process may use (default: "
                         "all). On a busy shared machine, --cores 1 avoids the stalls of thread "
@@ -88,10 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="write the records as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the speedups")
-    p.add_argument("--save", action="store_true",
+    p.add_argument("--save", nargs="?", const="", default=None, metavar="DIR",
                    help="write the table, JSON and chart as this device's latest run: "
-                        "benchmarks/results/<device>[_quick][_<dtype>][_torch-compile]"
-                        "[_<lowering>-forms].{md,json,png}, replacing the previous one")
+                        "DIR/<device>[_quick][_<dtype>][_torch-compile][_<lowering>-forms]"
+                        ".{md,json,png}, replacing the previous one (default DIR: "
+                        "benchmarks/results under the current directory)")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--port", metavar="package.module:callable",
                    help="instead of the registry: a torch model named by import path, ported "
@@ -145,7 +145,7 @@ def _load_records(paths: list[str]):
     """The records of earlier runs, merged; None with a message when a file is unusable."""
     import json
 
-    from benchmarks.harness import Record
+    from .record import Record
 
     records = []
     for path in paths:
@@ -159,7 +159,7 @@ def _load_records(paths: list[str]):
 
 
 def _write(records, args, note) -> None:
-    from benchmarks import report
+    from . import report
 
     print(report.table(records))
     if not records:
@@ -179,7 +179,7 @@ def _write(records, args, note) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.compare:
-        from benchmarks import report
+        from . import report
 
         runs = [_load_records([path]) for path in args.compare]
         if None in runs:
@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     import flax_arch
-    from benchmarks import harness, stats
-    from benchmarks.device import detect
+    from . import harness, timing
+    from .device import detect
+    from .record import Options, results_dir
 
     def note(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -258,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
 
     quick = args.quick
-    opts = harness.Options(
+    opts = Options(
         size="quick" if quick else "bench",
-        min_sample_s=0.025 if quick else 0.1,
+        block_s=0.025 if quick else 0.1,
         budget_s=args.budget or (2.0 if quick else 60.0),
         torch_compile=torch_compile,
         precision=args.precision,
@@ -275,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return USAGE_ERROR
         _write(records, args, note)
         return 0
-    if args.save:
-        stem = RESULTS / "_".join([device.slug] + ["quick"] * quick
+    if args.save is not None:
+        stem = results_dir(args.save or None) / "_".join([device.slug] + ["quick"] * quick
                                   + [d for d in dtypes if d != "float32"]
                                   + ["torch-compile"] * torch_compile
                                   + [f"{args.lowering}-forms"] * (args.lowering != "platform"))
@@ -289,14 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         note(f"warning: the load average exceeds the machine's {os.cpu_count()} cores: other "
              "processes compete for them, and the timings will not be reliable")
     if device.platform == "cpu":  # before the run; each case times the same loop beside it
-        machine = harness.check_machine(seconds=1.0 if quick else 3.0,
-                                        sample_s=opts.min_sample_s)
+        machine = timing.check_machine(seconds=1.0 if quick else 3.0, block_s=opts.block_s)
         note(f"machine check: {machine.describe()}")
-        if machine.spread > stats.MAX_SPREAD:
-            note(f"warning: this machine's own speed varies more than the {stats.MAX_SPREAD:.0%} "
-                 "a stable case may: expect most cases to be flagged unstable, and their ratios "
-                 "not to reproduce (a shared virtual machine's cores slow down and speed up with "
-                 "their neighbours' load)")
+        if machine.spread > 0.10:
+            note("warning: this machine's own speed varies more than 10% from block to block: "
+                 "expect wide intervals and more cases flagged (a shared virtual machine's "
+                 "cores slow down and speed up with their neighbours' load)")
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results
     try:
@@ -317,7 +316,7 @@ def _port(args, opts, device, dtypes, note):
     import numpy as np
     import torch
 
-    from benchmarks import harness
+    from . import harness, steps
     from flax_arch.port import build_torch_module, port
 
     if "train" in args.modes:
@@ -330,7 +329,7 @@ def _port(args, opts, device, dtypes, note):
         module = build_torch_module(args.port).eval().to(getattr(torch, dtype))
         t_in = torch.from_numpy(x).to(device=device.torch_device, dtype=getattr(torch, dtype))
         ported = port(module, t_in.cpu())
-        pair = harness.Pair(ported, module.to(device.torch_device),
+        pair = steps.Pair(ported, module.to(device.torch_device),
                             (jnp.asarray(np.moveaxis(x, 1, -1) if x.ndim >= 3 else x, dtype),),
                             (t_in,), batch_size=shape[0])
         records += harness.run_pair(pair, ["forward"], opts, device, model=args.port,
@@ -346,9 +345,9 @@ def _run(todo, args, opts, device, note, start):
     """Every case in turn under a progress bar; returns the records and whether interrupted."""
     from tqdm import tqdm
 
-    from benchmarks import harness, report
+    from . import harness, report
 
-    records: list[harness.Record] = []
+    records = []
     with tqdm(todo, unit="model", file=sys.stderr, dynamic_ncols=True) as bar:
         for case in bar:
             bar.set_postfix_str(f"{case.model} {case.dtype} b={case.batch_size or 'default'}")

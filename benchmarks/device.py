@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import jax
 import torch
 
-__all__ = ["DeviceInfo", "detect", "versions", "matmul_precision", "slug", "PRECISIONS",
-           "DTYPES"]
+__all__ = ["DeviceInfo", "detect", "versions", "matmul_precision", "slug", "cpu_name",
+           "PRECISIONS", "DTYPES"]
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("highest", "tf32")
@@ -132,6 +132,11 @@ def _cpuinfo() -> tuple[str, frozenset[str], float | None]:
     return (fields.get("model name") or platform.processor() or "unknown CPU",
             frozenset(fields.get("flags", "").split()),
             float(mhz) / 1e3 if mhz else None)
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``, else the platform's word for it)."""
+    return _cpuinfo()[0]
 
 
 def detect() -> DeviceInfo:

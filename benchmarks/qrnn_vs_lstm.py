@@ -13,9 +13,10 @@ JAX, TF32 off in torch).
   JAX step is one jitted function with the parameters and optimizer state donated.
 
 Compilation is timed apart (lower + compile). The three runs (QRNN sequential, QRNN
-associative, LSTM) are timed by :func:`benchmarks.harness.measure`, as ``python -m
-benchmarks`` times its sides: warm-up until settled, samples interleaved until each run's
-IQR / median is small or the budget is spent, and a verdict (``stable``) from
+associative, LSTM) are timed by :func:`benchmarks.timing.measure`, as ``python -m
+benchmarks`` times its sides: warm-up until settled, then rounds of one block each, every
+block after an untimed lead-in of its own run; the speedup of each scan mode is the median
+paired ratio LSTM / QRNN with its 95% interval, and the verdict (``stable``) comes from
 :mod:`benchmarks.stats`. The FLOP counts are the matrix products' (2 x multiply-adds): the
 QRNN's convolution ``2 B L (kwidth I) (k H)`` (k = 2, 3, 4 gates for f, fo, ifo), the LSTM's
 ``2 B L (4 H) (I + H)`` forward, the training step about three times that; XLA's own count of
@@ -26,7 +27,7 @@ the compiled program is recorded beside it.
     python -m benchmarks.qrnn_vs_lstm --batches 8 --seqs 512 --modes forward  # the paper's cell
 
 Writes ``qrnn_vs_lstm_<device-name>.json`` and ``.md`` under ``--out``
-(default ``benchmarks/results/``).
+(default ``benchmarks/results/`` under the current directory).
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
+
+from .record import results_dir
+from .report import ratio
+from .stats import geomean
 
 HIDDEN = INPUT = 320  # the paper's
 KWIDTH = 2
 BATCHES = (8, 16, 32, 64)
 SEQS = (32, 64, 128, 256, 512)
 QUICK_BATCHES, QUICK_SEQS = (8, 32), (32, 128)
-RESULTS = Path(__file__).parent / "results"
 GATES = {"f": 2, "fo": 3, "ifo": 4}  # convolution outputs per hidden unit
 
 
@@ -68,25 +71,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "library's own threads on all cores)")
     p.add_argument("--device-name", default=None,
                    help="names the output files (default: the device, e.g. cpu_amd-epyc-2-cores)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: benchmarks/results under the current directory)")
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.seqs = QUICK_BATCHES, QUICK_SEQS
     args.budget = args.budget or (2.0 if args.quick else 10.0)
+    args.out = results_dir(args.out)
     if set(args.modes) - {"forward", "train"}:
         p.error(f"--modes: forward and/or train, got {args.modes}")
     return args
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> dict:
@@ -105,8 +99,9 @@ def main(argv=None) -> dict:
     from flax import nnx
 
     import flax_arch.models.qrnn as fq
-    from benchmarks import harness, stats
-    from benchmarks.device import slug
+    from . import flops, stats
+    from .device import cpu_name, slug
+    from .timing import LEAD_IN_S, measure
 
     if args.single_core:
         torch.set_num_threads(1)
@@ -119,7 +114,7 @@ def main(argv=None) -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     device_name = args.device_name or (
         slug("gpu", torch.cuda.get_device_name(0)) if on_gpu
-        else slug("cpu", f"{_cpu_name()} {cores} core{'s' * (cores != 1)}"))
+        else slug("cpu", f"{cpu_name()} {cores} core{'s' * (cores != 1)}"))
 
     # the same float32 arithmetic on both sides
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -131,12 +126,12 @@ def main(argv=None) -> dict:
         if on_gpu:
             torch.cuda.synchronize()
 
-    opts = harness.Options(min_sample_s=0.1, budget_s=args.budget)
+    block_s = 0.1
     meta = {
         "benchmark": f"QRNN ({args.pooling}-pooling, kwidth {KWIDTH}) vs torch.nn.LSTM, "
                      f"hidden {HIDDEN}, input {INPUT}",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if on_gpu else _cpu_name(),
+        "device": torch.cuda.get_device_name(0) if on_gpu else cpu_name(),
         "device_name": device_name,
         "jax_device": str(jax_device),
         "torch_device": str(torch_device),
@@ -163,11 +158,13 @@ def main(argv=None) -> dict:
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         },
         "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "settings": {"budget_s": opts.budget_s, "min_sample_s": opts.min_sample_s,
+        "settings": {"budget_s": args.budget, "block_s": block_s, "lead_in_s": LEAD_IN_S,
                      "pooling": args.pooling, "single_core": args.single_core,
                      "optimizer": "adam 1e-3", "loss": "mse",
-                     "timing": "benchmarks.harness.measure: median ms per call, runs "
-                               "interleaved, stable per benchmarks.stats"},
+                     "timing": "benchmarks.timing.measure: runs alternating block by "
+                               "block, each block after a lead-in of its own run; speedup = "
+                               "median paired ratio LSTM / QRNN, 95% interval; stable per "
+                               "benchmarks.stats"},
     }
     print(f"device: {meta['device']} (JAX {jax_device}, torch {torch_device})")
     print(f"versions: {meta['versions']}")
@@ -203,11 +200,11 @@ def main(argv=None) -> dict:
         out = {}
         t0 = time.perf_counter()
         fwd = jax.jit(forward).lower(params, x).compile()
-        out["forward"] = dict(fn=fwd, compile_s=time.perf_counter() - t0, flops=_xla_flops(fwd))
+        out["forward"] = dict(fn=fwd, compile_s=time.perf_counter() - t0, flops=flops.xla_flops(fwd))
         t0 = time.perf_counter()
         step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, x, target)
         step = step.compile()
-        out["train"] = dict(fn=step, compile_s=time.perf_counter() - t0, flops=_xla_flops(step))
+        out["train"] = dict(fn=step, compile_s=time.perf_counter() - t0, flops=flops.xla_flops(step))
         out["state"] = [params, opt_state]
         return out
 
@@ -255,13 +252,16 @@ def main(argv=None) -> dict:
                 runs = {f"jax_{scan}": jax_call(programs[scan], mode, x_j, t_j)
                         for scan in fq.SCANS}
                 runs["torch"] = torch_call(mode, x_t, t_t)
-                timing = harness.measure(runs, opts)
-                ms = {k: 1e3 * statistics.median(v) for k, v in timing.samples.items()}
-                spread = {k: stats.relative_spread(v) if len(v) > 1 else None
-                          for k, v in timing.samples.items()}  # IQR / median
-                stable, reasons = stats.verdict(timing.samples, timing.settled,
-                                                timing.other_cores)
+                timing = measure(runs, block_s=block_s, budget_s=args.budget,
+                                 pairs=[("torch", f"jax_{scan}") for scan in fq.SCANS])
+                ms = {k: 1e3 * timing.median(k) for k in runs}
+                spread = {k: stats.relative_spread(timing.kept_blocks(k)) for k in runs}
+                cis = {scan: timing.ci("torch", f"jax_{scan}") for scan in fq.SCANS}
                 best = min(fq.SCANS, key=lambda s: ms[f"jax_{s}"])
+                ci = cis[best]  # the headline: LSTM against the faster scan mode
+                key = f"torch/jax_{best}"
+                stable, reasons = stats.verdict({key: timing.ratios[key]}, timing.settled,
+                                                timing.other_cores)
                 macs = batch * seq * KWIDTH * INPUT * GATES[args.pooling] * HIDDEN
                 lstm_macs = batch * seq * 4 * HIDDEN * (INPUT + HIDDEN)
                 factor = 2 if mode == "forward" else 6  # forward; forward + 2x backward
@@ -274,21 +274,25 @@ def main(argv=None) -> dict:
                     "jax_associative_ms": ms["jax_associative"],
                     "jax_ms": ms[f"jax_{best}"], "jax_scan": best,
                     "torch_eager_ms": ms["torch"], "torch_compile_ms": None,
-                    "speedup": ms["torch"] / ms[f"jax_{best}"],
+                    "speedup": ci[0] if ci else ms["torch"] / ms[f"jax_{best}"],
+                    "speedup_ci": [ci[1], ci[2]] if ci else None,
                     "spread": spread, "stable": stable, "unstable_reasons": reasons,
                     "other_cores": timing.other_cores,
                     "jax_compile_s": {s: programs[s][mode]["compile_s"] for s in fq.SCANS},
                     "flops": factor * macs, "lstm_flops": factor * lstm_macs,
                     "xla_flops": {s: programs[s][mode]["flops"] for s in fq.SCANS},
-                    "samples_ms": {k: [1e3 * t for t in v] for k, v in timing.samples.items()},
-                    "calls_per_sample": timing.calls_per_sample,
+                    "samples_ms": {k: [1e3 * t for t in v] for k, v in timing.blocks.items()},
+                    "kept": timing.kept, "calls_per_block": timing.calls_per_block,
+                    "lead_in_calls": timing.lead_in_calls,
+                    "speedup_by_scan": {s: c and c[0] for s, c in cis.items()},
+                    "speedup_ci_by_scan": {s: c and [c[1], c[2]] for s, c in cis.items()},
                 }
                 records.append(rec)
                 meta["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
                 _write({"meta": meta, "records": records}, args.out, device_name)  # so far
                 print(f"{mode:8s} {batch:5d} {seq:4d} {ms['jax_sequential']:11.2f} "
                       f"{ms['jax_associative']:13.2f} {ms['torch']:9.2f} "
-                      f"{_ratio(rec['speedup'], stable):>9s}  "
+                      f"{ratio(rec['speedup'], stable, rec['speedup_ci']):>22s}  "
                       + " ".join(f"{k} {_pct(v)}" for k, v in spread.items())
                       + ("" if stable else f"  unstable: {'; '.join(reasons)}"), flush=True)
     print(f"wrote {args.out / f'qrnn_vs_lstm_{device_name}'}.json and .md")
@@ -299,23 +303,6 @@ def _pct(spread: float | None) -> str:
     return "-" if spread is None else f"{spread:.0%}"
 
 
-def _ratio(value: float, stable: bool) -> str:
-    return f"{value:.2f}x" if stable else f"({value:.2f}x)"
-
-
-def _xla_flops(compiled) -> float | None:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops else None
-
-
-def _geomean(values) -> float:
-    values = list(values)
-    return float(statistics.geometric_mean(values)) if values else float("nan")
-
-
 def _markdown(result: dict) -> str:
     meta, records = result["meta"], result["records"]
     settings = meta["settings"]
@@ -324,7 +311,8 @@ def _markdown(result: dict) -> str:
         "",
         f"{meta['benchmark']}; {meta['dtype']}, matmul precision {meta['matmul_precision']}.",
         f"JAX {meta['jax_device']} (jit, compile timed apart) vs torch {meta['torch_device']} "
-        f"(eager); {settings['timing']}; samples of at least {settings['min_sample_s']} s, "
+        f"(eager); {settings['timing']}; blocks of at least {settings['block_s']} s after "
+        f"lead-ins of {settings['lead_in_s']} s, "
         f"{settings['budget_s']} s per size and mode. Date {meta['date']}.",
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.",
@@ -333,9 +321,11 @@ def _markdown(result: dict) -> str:
         f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end "
         f"{meta['load_average_end']}.",
         "",
-        "Speedup = LSTM ms / best QRNN ms (the faster scan mode, wall clock), in parentheses "
-        "where a run did not settle or the machine was shared (the note says why); ± is "
-        "IQR / median of each run's samples (QRNN scan, QRNN associative, LSTM).",
+        "Speedup = the median paired ratio LSTM block / QRNN block (the faster scan mode) "
+        "over the undisturbed rounds, with its 95% interval; in parentheses where the "
+        "interval is wider than +-10%, a run did not settle or the machine was shared (the "
+        "note says why); ± is IQR / median of each run's blocks (QRNN scan, QRNN "
+        "associative, LSTM).",
         "",
         "| mode | batch | seq | QRNN lax.scan (ms) | QRNN associative_scan (ms) | LSTM (ms) "
         "| speedup | ± | QRNN GFLOP/s | LSTM GFLOP/s | note |",
@@ -346,7 +336,7 @@ def _markdown(result: dict) -> str:
         lines.append(
             f"| {r['mode']} | {r['batch_size']} | {r['seq_len']} | {r['jax_sequential_ms']:.2f} "
             f"| {r['jax_associative_ms']:.2f} | {r['torch_eager_ms']:.2f} | "
-            f"**{_ratio(r['speedup'], r['stable'])}** | {spread} | "
+            f"**{ratio(r['speedup'], r['stable'], r.get('speedup_ci'))}** | {spread} | "
             f"{r['flops'] / r['jax_ms'] / 1e6:.0f} | "
             f"{r['lstm_flops'] / r['torch_eager_ms'] / 1e6:.0f} | "
             f"{'; '.join(r['unstable_reasons'])} |")
@@ -357,7 +347,7 @@ def _markdown(result: dict) -> str:
         if n:
             wins = {scan: sum(r["jax_scan"] == scan for r in records if r["mode"] == mode)
                     for scan in ("sequential", "associative")}
-            summary = (f"geometric mean {_geomean(s):.2f}x, min {min(s):.2f}x, max "
+            summary = (f"geometric mean {geomean(s):.2f}x, min {min(s):.2f}x, max "
                        f"{max(s):.2f}x over the {len(s)} stable of {n} sizes" if s
                        else f"no stable size of {n}")
             lines.append(f"- {mode}: speedup {summary}; faster scan mode: {wins}.")

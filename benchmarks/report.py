@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 
-from benchmarks import stats
-from benchmarks.harness import Record
+from . import stats
+from .record import Record
+from .stats import geomean
 
-__all__ = ["header", "table", "markdown", "write_json", "plot", "geomean", "compare",
-           "AGREE_WITHIN", "MAX_FLAGGED"]
+__all__ = ["header", "table", "markdown", "write_json", "plot", "compare", "ratio",
+           "AGREE_WITHIN", "MAX_FLAGGED", "TIMING"]
 
 # Two runs of the same cases reproduce when every speedup that both call stable agrees within
 # AGREE_WITHIN (relatively), and each run flags at most MAX_FLAGGED of its timed cases.
 AGREE_WITHIN = 0.10
 MAX_FLAGGED = 0.10
+# how every speedup is measured, in one line for the headers
+TIMING = ("sides alternate block by block, each block after an untimed lead-in of its own "
+          "side; speedup = median of the paired per-round ratios torch / JAX over the "
+          "undisturbed rounds, [95% interval]")
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def geomean(values: Sequence[float]) -> float | None:
-    values = [v for v in values if v is not None and v > 0]
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
 def header(records: Sequence[Record]) -> list[str]:
@@ -53,12 +52,12 @@ def header(records: Sequence[Record]) -> list[str]:
     loads = [x.load_avg for x in records if x.load_avg is not None]
     lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
                  f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")
-    machine = sorted(x.machine_spread for x in records if x.machine_spread is not None)
-    if machine:
-        lines.append(f"the machine itself, a fixed single-threaded loop timed beside each case: "
-                     f"spread {machine[0]:.0%}-{machine[-1]:.0%} (median "
-                     f"{machine[len(machine) // 2]:.0%}; a stable case's sides may have "
-                     f"{stats.MAX_SPREAD:.0%} at most)")
+    leads = sorted({x.lead_in_ms for x in records if x.lead_in_ms is not None})
+    if leads:
+        lines.append(f"timing: {TIMING}; lead-in {', '.join(f'{v:g}' for v in leads)} ms")
+        rounds = [(x.rounds_kept, x.rounds) for x in records if x.rounds]
+        lines.append(f"rounds kept (undisturbed) / timed: {sum(k for k, _ in rounds)} / "
+                     f"{sum(n for _, n in rounds)}")
     others = [x.other_cores for x in records if x.other_cores is not None]
     if others:
         lines.append(f"cores used by other processes during a case: {min(others):.2f}-"
@@ -76,10 +75,13 @@ def _spread(iqr: float | None, median: float | None) -> str:
     return "-" if iqr is None or not median else f"{100 * iqr / median:.0f}%"
 
 
-def _ratio(value: float | None, stable: bool | None) -> str:
+def ratio(value: float | None, stable: bool | None = None,
+          ci: Sequence[float] | None = None) -> str:
+    """``1.91x [1.87, 1.94]``: a speedup and its interval, in parentheses when unstable."""
     if value is None:
         return "-"
-    return f"{value:.2f}x" if stable is not False else f"({value:.2f}x)"
+    text = f"{value:.2f}x" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    return text if stable is not False else f"({text})"
 
 
 def _row(r: Record) -> list[str]:
@@ -95,7 +97,8 @@ def _row(r: Record) -> list[str]:
     return [r.model, r.mode, r.dtype, _fmt(r.batch_size, "d"), _fmt(r.jax_ms, ".3f"),
             _spread(r.jax_iqr_ms, r.jax_ms), _fmt(r.torch_eager_ms, ".3f"),
             _spread(r.torch_eager_iqr_ms, r.torch_eager_ms), _fmt(r.torch_compile_ms, ".3f"),
-            _ratio(r.speedup, r.stable), _ratio(r.speedup_vs_compile, r.stable),
+            ratio(r.speedup, r.stable, r.speedup_ci),
+            ratio(r.speedup_vs_compile, r.stable, r.speedup_vs_compile_ci),
             _fmt(r.jax_compile_s, ".2f"), _fmt(r.gflops, ".3g"),
             _fmt(None if r.roofline is None else 100 * r.roofline, ".2g"), "; ".join(notes)]
 
@@ -145,8 +148,9 @@ def table(records: Sequence[Record]) -> str:
 
 def markdown(records: Sequence[Record], title: str = "Benchmark results") -> str:
     lines = [f"# {title}", ""] + [f"- {h}" for h in header(records)] + [
-        "- speedup = torch eager ms / JAX ms; vs compile = torch.compile ms / JAX ms; "
-        "± = IQR / median of that side's samples; a speedup in parentheses is unstable (the "
+        "- speedup = the median over the undisturbed rounds of the paired ratio torch eager "
+        "block / JAX block, with its 95% interval in brackets (vs compile: torch.compile / "
+        "JAX); ± = IQR / median of that side's blocks; a speedup in parentheses is unstable (the "
         "note says why) and left out of the geometric means; GFLOP/s and % peak are JAX's",
         "",
         "| " + " | ".join(_COLUMNS) + " |",
@@ -242,7 +246,7 @@ def plot(records: Sequence[Record], path: str) -> None:
                     hatch=None if r.stable is not False else "///",
                     label=None if kind in labelled else kind)
             labelled.add(kind)
-            ax.text(value, y, f" {_ratio(value, r.stable)} ", va="center", fontsize=7,
+            ax.text(value, y, f" {ratio(value, r.stable)} ", va="center", fontsize=7,
                     ha="left" if value >= 1 else "right")
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_xscale("log")

@@ -1,31 +1,35 @@
-"""Timing statistics: pure functions over lists of sample times (seconds); no clock here.
+"""Timing statistics: pure functions over block times; no clock here (:mod:`benchmarks.timing`
+has the clock).
 
-A *sample* is the mean time per call of a block of back-to-back calls of one side, the block
-long enough (``min_sample_s`` in the harness, 25 ms and more) that the scheduler's time
-slices average out within it. The harness interleaves the sides' samples and asks:
+A *block* is back-to-back calls of one side, long enough (25 ms and more) that the
+scheduler's time slices average out within it, timed after an untimed *lead-in* of the same
+side (:mod:`benchmarks.timing` says why). A *round* is one block of every side, their order
+rotating; the estimate is made of rounds:
 
-* :func:`settled`: has a side warmed up? Warm-up ends when the median of the last
-  ``window`` samples is within ``tol`` of the median of the ``window`` before them: the
-  timings no longer trend (first calls pay for allocations, caches, thread-pool start-up).
-* :func:`precise`: may sampling stop? Every side has ``min_samples`` samples and a relative
-  spread, IQR / median (:func:`relative_spread`), at most ``TARGET_SPREAD``.
-* :func:`verdict`: can the medians be trusted? Not when a side did not settle within its
-  warm-up budget, has too few samples, a spread above ``MAX_SPREAD``, or when other
-  processes used more than ``MAX_OTHER_CORES`` cores on average while the case ran
-  (:func:`other_cores`, from the machine's and this process's CPU time).
+* :func:`paired_ratios`: per round, the other side's block time over the reference side's
+  (torch / JAX: the speedup). Both blocks of a round ran within milliseconds of each other, so
+  a slow drift of the machine divides out.
+* :func:`steady_rounds`: the rounds that ran undisturbed. A host that pauses the virtual
+  machine (or the process) stops the process's CPU clock while the wall clock runs on, so a
+  disturbed block shows as CPU time / wall time below its side's usual ratio; a round is kept
+  when each of its blocks ran at ``KEEP_CPU_SHARE`` of that side's upper quartile or more.
+* :func:`median_ci`: the median of the kept ratios with a distribution-free 95% confidence
+  interval from the order statistics (the binomial law of how many ratios fall below the true
+  median). No assumption about the ratios' distribution: two states, outliers, skew.
+* :func:`precise`: sampling may stop once the interval's half-width is at most
+  ``TARGET_HALF_WIDTH`` of the median, with ``MIN_ROUNDS`` kept.
+* :func:`verdict`: ``stable`` when the interval lies within ``STABLE_WITHIN`` of the median,
+  the two chronological halves of the kept ratios agree (their medians within
+  ``STABLE_WITHIN``, or their interquartile ranges overlap: no change of state during the case),
+  every side settled in its warm-up and other processes left the cores alone.
+* :func:`settled`: warm-up ends when the median of the last ``window`` blocks is within
+  ``tol`` of the median of the ``window`` before them (pyperf's halves test, on medians).
 
-Why not pyperf or ``torch.utils.benchmark`` themselves. torch's
-``Timer.adaptive_autorange`` is the stopping rule used here (blocks of calls, more than
-three of them, until IQR / median is below a threshold or a time limit is spent; its
-``Measurement`` warns from IQR / median > 0.1, the ``MAX_SPREAD`` here), but it times one
-statement to completion before the next, so a change in the machine's load between the JAX
-and the torch measurement biases their ratio, and it pins torch's thread count to its own
-``num_threads`` (1 by default) for the statement, JAX's included; here the sides' samples
-alternate, with their order rotating each round, and each library keeps its own threads.
-pyperf calibrates warm-up by comparing two halves of 20 values each (mean, quartiles and
-MAD within 5-10%) and spreads its values over 20 fresh processes: both serve
-micro-benchmarks of pure Python, not steps that take milliseconds each after seconds of
-compilation; :func:`settled` is its halves test, on medians of three samples.
+Why not pyperf or ``torch.utils.benchmark`` themselves: ``Timer.adaptive_autorange`` times one
+statement to completion before the next (a change of the machine's load between the JAX and
+the torch measurement biases the ratio) and pins torch's thread count for JAX too; pyperf
+spreads 20 fresh processes for microbenchmarks of Python, not steps that take milliseconds
+after seconds of compilation. Both judge each side's spread; here the ratio is judged.
 """
 
 from __future__ import annotations
@@ -34,15 +38,18 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-__all__ = ["quartiles", "iqr", "relative_spread", "settled", "precise", "other_cores",
-           "verdict", "SETTLE_WINDOW", "SETTLE_TOL", "MIN_SAMPLES", "TARGET_SPREAD",
-           "MAX_SPREAD", "MAX_OTHER_CORES"]
+__all__ = ["quartiles", "iqr", "relative_spread", "settled", "paired_ratios", "steady_rounds",
+           "median_ci", "half_width", "precise", "other_cores", "verdict", "geomean",
+           "SETTLE_WINDOW", "SETTLE_TOL", "CONFIDENCE", "MIN_ROUNDS", "TARGET_HALF_WIDTH",
+           "STABLE_WITHIN", "KEEP_CPU_SHARE", "MAX_OTHER_CORES"]
 
-SETTLE_WINDOW = 3  # samples per half of the warm-up test
+SETTLE_WINDOW = 3  # blocks per half of the warm-up test
 SETTLE_TOL = 0.10  # the two halves' medians within 10%
-MIN_SAMPLES = 5  # timed samples per side, at least, before the spread is trusted
-TARGET_SPREAD = 0.05  # sampling stops once every side's IQR / median is at most this
-MAX_SPREAD = 0.10  # above this a side is unstable (torch's Measurement warns from 0.1)
+CONFIDENCE = 0.95  # of the speedup's interval
+MIN_ROUNDS = 8  # kept rounds, at least, before sampling may stop (6 give a 95% interval)
+TARGET_HALF_WIDTH = 0.05  # sampling stops once the interval is within +-5% of the median
+STABLE_WITHIN = 0.10  # a stable case's interval lies within +-10% of its median
+KEEP_CPU_SHARE = 0.85  # a kept block ran at this share of its side's usual CPU / wall or more
 MAX_OTHER_CORES = 0.2  # other processes' average use of the machine's cores
 
 
@@ -71,8 +78,15 @@ def relative_spread(xs: Sequence[float]) -> float:
     return (q3 - q1) / median
 
 
+def geomean(values: Sequence[float | None]) -> float | None:
+    """The geometric mean of the positive values (None and non-positive ones left out), or
+    None when there are none."""
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
 def settled(xs: Sequence[float], window: int = SETTLE_WINDOW, tol: float = SETTLE_TOL) -> bool:
-    """Whether warm-up samples ``xs`` (oldest first) have stopped trending: the medians of the
+    """Whether warm-up blocks ``xs`` (oldest first) have stopped trending: the medians of the
     last ``window`` and of the ``window`` before them differ by at most ``tol`` relatively."""
     if len(xs) < 2 * window:
         return False
@@ -81,11 +95,71 @@ def settled(xs: Sequence[float], window: int = SETTLE_WINDOW, tol: float = SETTL
     return abs(before - last) <= tol * last
 
 
-def precise(samples: Mapping[str, Sequence[float]], min_samples: int = MIN_SAMPLES,
-            target: float = TARGET_SPREAD) -> bool:
-    """Whether every side has ``min_samples`` samples with IQR / median at most ``target``."""
-    return all(len(xs) >= min_samples and relative_spread(xs) <= target
-               for xs in samples.values())
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float],
+                  keep: Sequence[bool] | None = None) -> list[float]:
+    """Per round, ``numerator[i] / denominator[i]`` (block times of two sides in the same
+    round), for the rounds ``keep`` marks (all without it)."""
+    if len(numerator) != len(denominator):
+        raise ValueError(f"paired blocks: {len(numerator)} against {len(denominator)} rounds")
+    keep = [True] * len(numerator) if keep is None else keep
+    return [a / b for a, b, k in zip(numerator, denominator, keep) if k]
+
+
+def steady_rounds(cpu_per_wall: Mapping[str, Sequence[float]],
+                  share: float = KEEP_CPU_SHARE) -> list[bool]:
+    """Which rounds ran undisturbed: each side's block at ``share`` of that side's upper
+    quartile of CPU time / wall time or more (``cpu_per_wall``: per side, per round; a
+    process paused by its host keeps its wall clock and loses CPU time). An unknown CPU time
+    (None, the platform has no process clock) keeps the round."""
+    sides = list(cpu_per_wall.values())
+    if not sides:
+        return []
+    n = len(sides[0])
+    floors = []
+    for xs in sides:
+        known = [x for x in xs if x is not None]
+        floors.append(share * quartiles(known)[2] if known else None)
+    return [all(floor is None or xs[i] is None or xs[i] >= floor
+                for xs, floor in zip(sides, floors)) for i in range(n)]
+
+
+def _order_statistic_rank(n: int, confidence: float) -> int | None:
+    """The largest rank j (1-based) with P(Binomial(n, 1/2) < j) <= (1 - confidence) / 2: the
+    interval [x_(j), x_(n+1-j)] then holds the median with at least ``confidence``."""
+    alpha, below, j = (1 - confidence) / 2, 0.0, 0
+    while j < n // 2:
+        below += math.comb(n, j) / 2 ** n  # P(Binomial = j)
+        if below > alpha:
+            break
+        j += 1
+    return j or None
+
+
+def median_ci(xs: Sequence[float], confidence: float = CONFIDENCE
+              ) -> tuple[float, float, float] | None:
+    """``(median, low, high)``: the median of ``xs`` and a distribution-free ``confidence``
+    interval for it from order statistics, or None when ``xs`` are too few for one (fewer
+    than 6 for 95%)."""
+    n = len(xs)
+    j = _order_statistic_rank(n, confidence) if n else None
+    if j is None:
+        return None
+    s = sorted(xs)
+    return statistics.median(s), s[j - 1], s[n - j]
+
+
+def half_width(ci: tuple[float, float, float]) -> float:
+    """The interval's half-width relative to its median."""
+    median, low, high = ci
+    return (high - low) / 2 / median
+
+
+def precise(ratios: Sequence[float], min_rounds: int = MIN_ROUNDS,
+            target: float = TARGET_HALF_WIDTH) -> bool:
+    """Whether sampling may stop: at least ``min_rounds`` ratios whose interval's half-width is
+    at most ``target`` of their median."""
+    ci = median_ci(ratios)
+    return len(ratios) >= min_rounds and ci is not None and half_width(ci) <= target
 
 
 def other_cores(busy_s: float, own_s: float, wall_s: float) -> float:
@@ -97,28 +171,31 @@ def other_cores(busy_s: float, own_s: float, wall_s: float) -> float:
     return max(0.0, (busy_s - own_s) / wall_s)
 
 
-def verdict(samples: Mapping[str, Sequence[float]], settled_sides: Mapping[str, bool],
-            others: float | None, *, control: Sequence[float] = (),
-            min_samples: int = MIN_SAMPLES, max_spread: float = MAX_SPREAD,
+def verdict(ratios: Mapping[str, Sequence[float]], settled_sides: Mapping[str, bool],
+            others: float | None, *, within: float = STABLE_WITHIN,
             max_other_cores: float = MAX_OTHER_CORES) -> tuple[bool, list[str]]:
-    """``(stable, reasons)``: whether the sides' medians can be trusted, and why not.
+    """``(stable, reasons)``: whether the speedups can be quoted, and why not.
 
-    ``samples``: each side's timed samples; ``settled_sides``: whether its warm-up settled;
-    ``others``: :func:`other_cores` over the case (None: not known on this platform);
-    ``control``: samples of fixed work timed beside the sides, whose spread is the machine's
-    own (a shared virtual machine's cores slow down and speed up with their neighbours').
+    ``ratios``: per compared side, its kept paired ratios in the order timed;
+    ``settled_sides``: whether each side's warm-up settled; ``others``: :func:`other_cores`
+    over the case (None: not known on this platform).
     """
-    reasons = []
-    for side, xs in samples.items():
-        if not settled_sides.get(side, False):
-            reasons.append(f"{side} did not settle in warm-up")
-        if len(xs) < min_samples:
-            reasons.append(f"{side}: {len(xs)} sample(s) < {min_samples}")
-        elif relative_spread(xs) > max_spread:
-            reasons.append(f"{side} spread {relative_spread(xs):.0%} > {max_spread:.0%}")
-    if len(control) >= 2 and relative_spread(control) > max_spread:
-        reasons.append(f"the machine itself varied {relative_spread(control):.0%} (a fixed "
-                       "loop timed beside the sides)")
+    reasons = [f"{side} did not settle in warm-up" for side, ok in settled_sides.items()
+               if not ok]
+    for side, xs in ratios.items():
+        ci = median_ci(xs)
+        if ci is None:
+            reasons.append(f"{side}: {len(xs)} undisturbed round(s), too few for an interval")
+            continue
+        median, low, high = ci
+        if low < (1 - within) * median or high > (1 + within) * median:
+            reasons.append(f"{side}: interval [{low:.2f}, {high:.2f}] wider than "
+                           f"+-{within:.0%} of {median:.2f}")
+        half = len(xs) // 2
+        (q1a, first, q3a), (q1b, second, q3b) = quartiles(xs[:half]), quartiles(xs[half:])
+        if abs(second / first - 1) > within and (q3a < q1b or q3b < q1a):
+            reasons.append(f"{side}: the ratio changed during the case ({first:.2f} in the "
+                           f"first half of the rounds, {second:.2f} in the second)")
     if others is not None and others > max_other_cores:
         reasons.append(f"other processes used {others:.2f} cores")
     return not reasons, reasons

@@ -21,7 +21,8 @@ from flax import nnx
 
 import flax_arch
 import torch_ref
-from benchmarks import flops, harness, report, stats, suite_profile
+from benchmarks import flops, harness, report, stats, steps, suite_profile, timing
+from benchmarks.record import Case, Options, Record
 from benchmarks.__main__ import USAGE_ERROR, main, parse_args
 from benchmarks.device import DeviceInfo
 from flax_arch import nn, registry
@@ -31,7 +32,8 @@ pytest_plugins = ["pytester"]  # test_suite_profile_reports_each_files_compilati
 REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_eager_ms",
             "torch_compile_ms", "speedup", "jax_compile_s", "flops", "precision", "threads",
             "versions", "date", "roofline", "peak_gflops", "error", "jax_iqr_ms",
-            "torch_eager_iqr_ms", "stable", "unstable_reasons", "other_cores", "samples_ms")
+            "torch_eager_iqr_ms", "stable", "unstable_reasons", "other_cores", "samples_ms",
+            "speedup_ci", "rounds", "rounds_kept", "lead_in_ms", "kept", "cpu_per_wall")
 # a budget that keeps the CLI tests short; their records may well be unstable
 FAST = ["--budget", "0.05"]
 
@@ -95,7 +97,12 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert set(REQUIRED) <= set(r)
         assert r["error"] is None and r["batch_size"] == 3 and r["dtype"] == "float32"
         assert r["jax_ms"] > 0 and r["torch_eager_ms"] > 0 and r["jax_compile_s"] > 0
-        assert math.isclose(r["speedup"], r["torch_eager_ms"] / r["jax_ms"])
+        assert r["rounds"] == len(r["kept"]) == len(r["samples_ms"]["jax"]) >= 1
+        assert r["rounds_kept"] == sum(r["kept"]) and r["lead_in_ms"] == 25
+        if r["speedup_ci"] is not None:  # the median paired ratio inside its interval
+            low, high = r["speedup_ci"]
+            assert low <= r["speedup"] <= high
+        assert r["speedup"] > 0
         assert r["size"] == "quick" and isinstance(r["stable"], bool)
         assert r["jax_iqr_ms"] >= 0 and r["torch_eager_iqr_ms"] >= 0
         assert len(r["samples_ms"]["jax"]) >= 1 and len(r["samples_ms"]["torch_eager"]) >= 1
@@ -105,7 +112,6 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert math.isclose(r["roofline"], r["flops"] / r["jax_ms"] / 1e6 / r["peak_gflops"])
         assert r["threads"]["torch"] >= 1 and r["threads"]["xla"] >= 1
         assert r["versions"]["jax"] == jax.__version__ and r["versions"]["torch"]
-        assert r["machine_spread"] >= 0  # the fixed loop timed beside each CPU case
     assert "machine check: a fixed single-threaded loop" in captured.err
     train = next(r for r in records if r["model"] == "mlp" and r["mode"] == "train")
     forward = next(r for r in records if r["model"] == "mlp" and r["mode"] == "forward")
@@ -113,7 +119,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     assert train["optimizer"].startswith("Adam(")
     for text in (captured.out, md.read_text()):
         assert "speedup" in text and "versions: jax" in text and "threads: torch" in text
-        assert "the machine itself, a fixed single-threaded loop timed beside each case" in text
+        assert "timing: sides alternate block by block" in text and "rounds kept" in text
         assert "stable case(s)" in text or "no stable case" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -206,18 +212,16 @@ def test_both_sides_time_the_same_computation(name, tiny_cnn):
     """The timed calls agree: forward outputs, and the losses of successive training steps
     (train-mode batch statistics, Adam updates carried from step to step)."""
     device = DeviceInfo("cpu", "test cpu", "cpu", 1, 1)
-    pair = harness.build_pair(harness.Case(name, "float32", None),
-                              harness.Options(size="test"), device)
-    jax_out = harness._jax_forward(pair, 0).run()
-    torch_out = harness._torch_forward(pair, device, pair.torch_model)()
+    pair = steps.build_pair(Case(name, "float32", None), Options(size="test"), device)
+    jax_out = steps.jax_forward(pair, 0).run()
+    torch_out = steps.torch_forward(pair, device, pair.torch_model)()
     np.testing.assert_allclose(
         jax_out, flax_arch.to_channels_last(torch_out.numpy(),
                                             flax_arch.get_entry(name).outputs[0]),
         rtol=1e-5, atol=1e-5)
-    opt, _ = harness._adam(pair.torch_model.parameters())
-    jax_step = harness._jax_train(pair, 0)
-    torch_step = harness._torch_train(
-        pair, device, harness._WithLoss(pair.torch_model, pair.loss), opt)
+    opt, _ = steps.adam(pair.torch_model.parameters())
+    jax_step = steps.jax_train(pair, 0)
+    torch_step = steps.torch_train(pair, device, steps.WithLoss(pair.torch_model, pair.loss), opt)
     losses = [(float(jax_step.run()), torch_step().item()) for _ in range(4)]
     np.testing.assert_allclose(*zip(*losses), rtol=1e-4)
     assert losses[-1][0] < losses[0][0]  # the updates are applied
@@ -225,8 +229,7 @@ def test_both_sides_time_the_same_computation(name, tiny_cnn):
 
 def test_bfloat16_casts_both_sides():
     device = DeviceInfo("cpu", "test cpu", "cpu", 1, 1)
-    pair = harness.build_pair(harness.Case("mlp", "bfloat16", 2), harness.Options(size="test"),
-                              device)
+    pair = steps.build_pair(Case("mlp", "bfloat16", 2), Options(size="test"), device)
     assert all(p.dtype == torch.bfloat16 for p in pair.torch_model.parameters())
     params = jax.tree.leaves(nnx.state(pair.flax_model))
     assert all(p.dtype == jnp.bfloat16 for p in params if jnp.issubdtype(p.dtype, jnp.floating))
@@ -284,8 +287,8 @@ def test_peaks_follow_the_stated_formulas():
 
 
 def test_geomean_and_table_of_a_failed_record():
-    assert report.geomean([1.0, 4.0, None]) == pytest.approx(2.0)
-    rec = harness.Record(model="m", mode="train", dtype="float32", batch_size=2, device="cpu",
+    assert stats.geomean([1.0, 4.0, None]) == pytest.approx(2.0)
+    rec = Record(model="m", mode="train", dtype="float32", batch_size=2, device="cpu",
                          error="ValueError: nope", versions={"jax": "x"}, date="today")
     assert "FAILED: ValueError: nope" in report.table([rec])
 
@@ -306,57 +309,90 @@ def test_quartiles_and_iqr_interpolate_as_numpy():
 
 
 def test_warm_up_ends_where_the_timings_stop_trending():
-    # a first-call cost decaying over five samples, then flat within 1%
+    # a first-call cost decaying over five blocks, then flat within 1%
     warm = [10.0, 5.0, 3.0, 2.0, 1.5, 1.0, 1.01, 0.99, 1.0, 1.0, 1.01]
     first = next(n for n in range(1, len(warm) + 1) if stats.settled(warm[:n]))
     # the first halves of 3 within 10%: [1.5, 1.0, 1.01] and [0.99, 1.0, 1.0] (medians 1%
     # apart); every pair of halves before differs by 50% or more
     assert first == 10
-    assert not stats.settled([1.0] * 5)  # too few samples to judge
+    assert not stats.settled([1.0] * 5)  # too few blocks to judge
     assert stats.settled([1.0] * 6)
     assert not stats.settled([1.0, 1.0, 1.0, 1.3, 1.3, 1.3])  # a step up is not settled
 
 
-STEADY = [1e-3 * t for t in (10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98, 10.0)]
-NOISY = [1e-3 * t for t in (10.0, 14.0, 8.0, 12.0, 9.0, 15.0, 11.0, 7.0, 13.0)]
+def test_median_interval_is_the_binomial_order_statistics():
+    assert stats.median_ci([1.0] * 5) is None  # no 95% interval from 5 values
+    xs = [6.0, 1.0, 5.0, 2.0, 4.0, 3.0]
+    assert stats.median_ci(xs) == (3.5, 1.0, 6.0)  # n = 6: the extremes, 96.9%
+    xs = list(range(1, 17))  # n = 16: P(Binomial(16, 1/2) <= 3) = 0.0106 <= 0.025 < P(<= 4)
+    assert stats.median_ci(xs) == (8.5, 4, 13)
+    assert stats.half_width((2.0, 1.9, 2.1)) == pytest.approx(0.05)
 
 
-def test_a_noisy_side_is_flagged_and_a_steady_one_is_not():
-    assert stats.relative_spread(STEADY) < stats.TARGET_SPREAD
-    assert stats.relative_spread(NOISY) > stats.MAX_SPREAD
-    assert stats.precise({"jax": STEADY, "torch_eager": STEADY})
-    assert not stats.precise({"jax": STEADY, "torch_eager": NOISY})
-    assert not stats.precise({"jax": STEADY[:4], "torch_eager": STEADY[:4]})  # too few
-    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": STEADY},
-                                {"jax": True, "torch_eager": True}, others=0.0)
-    assert ok and reasons == []
-    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": NOISY},
-                                {"jax": True, "torch_eager": True}, others=0.0)
-    assert not ok and reasons == ["torch_eager spread 36% > 10%"]  # (13 - 9) / 11
+@pytest.mark.parametrize("shape", ["lognormal", "two states"])
+def test_median_interval_covers_the_true_ratio(shape):
+    """Synthetic paired ratios of known median: the 95% interval holds it in 95% of trials
+    or more (order statistics: 97.9% for 16 rounds), whatever the distribution."""
+    rng = np.random.default_rng(0)
+    trials, n = 4000, 16
+    if shape == "lognormal":
+        true = 1.7
+        draws = true * np.exp(0.05 * rng.standard_normal((trials, n)))
+    else:  # 70% of rounds in one state, 30% in another: the median is in the first
+        fast = rng.random((trials, n)) < 0.7
+        z = rng.standard_normal((trials, n))
+        draws = np.where(fast, 1.5 * np.exp(0.02 * z), 1.9 * np.exp(0.02 * z))
+        from statistics import NormalDist
+        true = 1.5 * math.exp(0.02 * NormalDist().inv_cdf(0.5 / 0.7))
+    cis = [stats.median_ci(list(row)) for row in draws]
+    covered = np.mean([low <= true <= high for _, low, high in cis])
+    assert 0.95 <= covered <= 0.995, covered
 
 
-def test_machine_check_reports_the_spread_of_a_fixed_loop():
-    """The spread and the slowest-to-fastest ratio of the check's samples; a real check
-    times at least MIN_SAMPLES samples of about the length asked (nothing timed is asserted
-    but that they are positive)."""
-    steady = harness.MachineCheck([1e3 * t for t in STEADY], 0.025)
-    noisy = harness.MachineCheck([1e3 * t for t in NOISY], 0.025)
-    assert steady.spread < stats.MAX_SPREAD < noisy.spread
-    assert noisy.slowest_over_fastest == pytest.approx(15 / 7)
-    assert ("9 samples of 25 ms: spread 36% (IQR / median), slowest / fastest 2.14"
-            in noisy.describe())
-    check = harness.check_machine(seconds=0.05, sample_s=0.005)
-    assert len(check.samples_ms) >= stats.MIN_SAMPLES and min(check.samples_ms) > 0
+def test_sampling_stops_once_the_interval_is_narrow():
+    tight = [2.0 * (1 + 0.01 * math.sin(i)) for i in range(stats.MIN_ROUNDS)]
+    assert stats.precise(tight)
+    assert not stats.precise(tight[:-1])  # fewer than MIN_ROUNDS
+    wide = [2.0 * (1 + 0.3 * math.sin(i)) for i in range(40)]
+    assert not stats.precise(wide)
 
 
-def test_verdict_names_every_reason():
-    ok, reasons = stats.verdict({"jax": STEADY, "torch_eager": STEADY[:2]},
-                                {"jax": False, "torch_eager": True},
+def test_verdict_judges_the_ratio_and_names_every_reason():
+    tight = {"torch_eager/jax": [2.0 * (1 + 0.01 * math.sin(i)) for i in range(12)]}
+    assert stats.verdict(tight, {"jax": True, "torch_eager": True}, others=0.0) == (True, [])
+    assert stats.verdict(tight, {"jax": True}, others=None)[0]  # load unknown
+    wide = {"torch_eager/jax": [2.0 * (1 + 0.3 * math.sin(i)) for i in range(12)]}
+    ok, reasons = stats.verdict(wide, {"jax": False, "torch_eager": True},
                                 others=stats.MAX_OTHER_CORES + 0.5)
+    assert not ok and len(reasons) == 3
+    assert reasons[0] == "jax did not settle in warm-up"
+    assert reasons[1].startswith("torch_eager/jax: interval [") and "wider than +-10%" in reasons[1]
+    assert reasons[2] == f"other processes used {stats.MAX_OTHER_CORES + 0.5:.2f} cores"
+    ok, reasons = stats.verdict({"torch_eager/jax": [2.0] * 5}, {}, None)
+    assert reasons == ["torch_eager/jax: 5 undisturbed round(s), too few for an interval"]
+
+
+def test_a_ratio_that_changes_state_during_the_case_is_flagged():
+    ratios = [2.0 + 0.01 * (i % 3) for i in range(20)] + [1.7 + 0.01 * (i % 3) for i in range(20)]
+    ok, reasons = stats.verdict({"torch_eager/jax": ratios}, {}, None)
     assert not ok
-    assert reasons == ["jax did not settle in warm-up", "torch_eager: 2 sample(s) < 5",
-                       f"other processes used {stats.MAX_OTHER_CORES + 0.5:.2f} cores"]
-    assert stats.verdict({"jax": STEADY}, {"jax": True}, others=None)[0]  # load unknown
+    assert any("the ratio changed during the case (2.01 in the first half of the rounds, "
+               "1.71 in the second)" in r for r in reasons)
+    # the same values shuffled: one wide distribution, no change of state
+    shuffled = list(np.random.default_rng(0).permutation(ratios))
+    reasons = stats.verdict({"torch_eager/jax": shuffled}, {}, None)[1]
+    assert not any("changed during the case" in r for r in reasons)
+
+
+def test_rounds_with_a_paused_block_are_left_out():
+    """A block whose CPU time / wall time fell below 85% of its side's upper quartile ran
+    while the process was paused; its round is dropped, and the sides keep their own usual
+    ratio (torch's two threads, 2.0; JAX's one, 1.0)."""
+    cpu = {"jax": [1.0, 0.99, 0.5, 1.0, 1.0, None], "torch_eager": [2.0, 1.1, 2.0, 1.98, 2.0, 2.0]}
+    assert stats.steady_rounds(cpu) == [True, False, False, True, True, True]
+    assert stats.paired_ratios([4.0, 9.0, 6.0], [2.0, 3.0, 2.0], [True, False, True]) == [2.0, 3.0]
+    with pytest.raises(ValueError, match="paired blocks"):
+        stats.paired_ratios([1.0], [1.0, 2.0])
 
 
 def test_other_cores_is_the_machine_less_this_process():
@@ -366,83 +402,138 @@ def test_other_cores_is_the_machine_less_this_process():
         stats.other_cores(1.0, 1.0, 0.0)
 
 
+def test_machine_check_reports_the_spread_of_a_fixed_loop():
+    steady = timing.MachineCheck([10.0, 10.1, 9.9, 10.05, 9.95, 10.0], 0.025)
+    noisy = timing.MachineCheck([10.0, 14.0, 8.0, 12.0, 9.0, 15.0, 11.0, 7.0, 13.0], 0.025)
+    assert steady.spread < 0.05 < 0.3 < noisy.spread
+    assert noisy.slowest_over_fastest == pytest.approx(15 / 7)
+    assert ("9 blocks of 25 ms: spread 36% (IQR / median), slowest / fastest 2.14"
+            in noisy.describe())
+    check = timing.check_machine(seconds=0.05, block_s=0.005)
+    assert len(check.samples_ms) >= 5 and min(check.samples_ms) > 0
+
+
 class _FakeClock:
-    """time.perf_counter for harness.measure: advanced by the fake sides' calls."""
+    """time.perf_counter and time.process_time for benchmarks.timing, advanced by fake sides:
+    a call of ``d`` seconds on ``threads`` threads adds ``d`` of wall time and ``threads * d``
+    of CPU time; a pause (the host stopping the process) adds wall time only."""
 
     def __init__(self):
-        self.now = 0.0
+        self.wall, self.cpu = 0.0, 0.0
 
     def perf_counter(self) -> float:
-        return self.now
+        return self.wall
 
-    def side(self, durations):
+    def process_time(self) -> float:
+        return self.cpu
+
+    def run(self, seconds: float, threads: float = 1.0, paused: float = 0.0) -> None:
+        self.wall += seconds + paused
+        self.cpu += threads * seconds
+
+    def side(self, durations, threads: float = 1.0):
         """A side whose n-th call takes durations(n) seconds."""
         calls = iter(range(10**9))
-        return lambda: setattr(self, "now", self.now + durations(next(calls)))
+        return lambda: self.run(durations(next(calls)), threads)
 
 
-def _fake_measure(monkeypatch, durations: dict, budget_s: float = 2.0):
-    clock = _FakeClock()
-    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
-    monkeypatch.setattr(harness, "_cpu_seconds", lambda: None)
-    sides = {name: clock.side(d) for name, d in durations.items()}
-    opts = harness.Options(size="quick", min_sample_s=0.025, budget_s=budget_s)
-    return harness.measure(sides, opts), clock
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _FakeClock()
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(
+        perf_counter=fake.perf_counter, process_time=fake.process_time))
+    monkeypatch.setattr(timing, "_cpu_seconds", lambda: None)
+    return fake
 
 
-def test_measure_warms_up_then_stops_once_precise(monkeypatch):
-    """Steady sides after a slow start: warm-up settles past it, sampling stops at the minimum
-    count, well inside the budget, and the verdict is stable."""
-    slow_start = lambda n: 0.02 if n < 6 else 0.005  # noqa: E731: four slow calls
-    steady = lambda n: 0.002  # noqa: E731
-    timing, clock = _fake_measure(monkeypatch, {"jax": slow_start, "torch_eager": steady})
-    # the second call calibrates (0.02 s: 2 calls per sample), warm-up recalibrates
-    assert timing.calls_per_sample == {"jax": 5, "torch_eager": 13}
-    assert all(timing.settled.values())
-    assert [len(s) for s in timing.samples.values()] == [stats.MIN_SAMPLES] * 2
-    assert timing.samples["jax"] == pytest.approx([0.005] * stats.MIN_SAMPLES)  # past the start
-    assert clock.now < 2.0 and timing.other_cores is None
-    assert stats.verdict(timing.samples, timing.settled, timing.other_cores) == (True, [])
+def test_measure_stops_once_the_interval_is_narrow(clock):
+    """Steady sides after a slow start: warm-up settles past it, and sampling stops after
+    MIN_ROUNDS rounds, well inside the budget, with a stable verdict."""
+    slow_start = lambda n: 0.02 if n < 6 else 0.005  # noqa: E731
+    t = timing.measure({"jax": clock.side(slow_start), "torch_eager": clock.side(lambda n: 0.01)},
+                       block_s=0.025, budget_s=2.0)
+    assert t.calls_per_block == {"jax": 5, "torch_eager": 3}
+    assert t.lead_in_calls == {"jax": 5, "torch_eager": 3}  # 25 ms, one call at least
+    assert all(t.settled.values()) and len(t.kept) == stats.MIN_ROUNDS and all(t.kept)
+    assert t.ci("torch_eager", "jax") == pytest.approx((2.0, 2.0, 2.0))
+    assert t.median("jax") == pytest.approx(0.005)
+    assert clock.wall < 2.0 and t.verdict() == (True, [])
 
 
-def test_measure_spends_the_budget_on_a_noisy_side_and_flags_it(monkeypatch):
+def test_measure_spends_the_budget_on_a_noisy_ratio_and_flags_it(clock):
     rng = np.random.default_rng(0)
-    noisy = lambda n: 0.002 * (1 + 4 * rng.random())  # noqa: E731
-    timing, clock = _fake_measure(monkeypatch, {"jax": lambda n: 0.002, "torch_eager": noisy},
-                                  budget_s=1.0)
-    assert 1.0 <= clock.now < 1.2  # the budget, and at most one round more
-    ok, reasons = stats.verdict(timing.samples, timing.settled, timing.other_cores)
+    noisy = lambda n: 0.004 * math.exp(rng.standard_normal())  # noqa: E731: 100% spread
+    t = timing.measure({"jax": clock.side(lambda n: 0.002), "torch_eager": clock.side(noisy)},
+                       block_s=0.025, budget_s=3.0)
+    assert 3.0 <= clock.wall < 3.15  # the budget, and at most one round more (~0.11 s)
+    ok, reasons = t.verdict()
     assert not ok and all(r.startswith("torch_eager") for r in reasons)
+    assert any(r.startswith("torch_eager/jax: interval") for r in reasons)
 
 
-def test_a_control_timed_beside_the_sides_names_the_machine_as_the_cause(monkeypatch):
-    """The control is sampled once per timing round, as long as the sides' samples, without
-    changing when sampling stops; its spread flags the case when the sides' do not."""
-    clock = _FakeClock()
-    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
-    monkeypatch.setattr(harness, "_cpu_seconds", lambda: None)
-    sides = {"jax": clock.side(lambda n: 0.002), "torch_eager": clock.side(lambda n: 0.003)}
-    control = clock.side(lambda n: 0.001 if n // 25 % 2 == 0 else 0.002)  # 25-call phases
-    opts = harness.Options(size="quick", min_sample_s=0.025, budget_s=2.0)
-    timing = harness.measure(sides, opts, control)
-    assert len(timing.control) == len(timing.samples["jax"]) - stats.SETTLE_WINDOW
-    assert len(timing.samples["jax"]) == stats.MIN_SAMPLES  # stopped as without a control
-    ok, reasons = stats.verdict(timing.samples, timing.settled, None, control=timing.control)
-    assert not ok and len(reasons) == 1 and reasons[0].startswith("the machine itself varied")
-    assert stats.verdict(timing.samples, timing.settled, None, control=[1.0, 1.01, 0.99])[0]
+def test_a_step_slower_than_the_budget_still_gets_its_minimum_rounds(clock):
+    t = timing.measure({"jax": clock.side(lambda n: 0.5), "torch_eager": clock.side(lambda n: 0.5)},
+                       block_s=0.025, budget_s=0.1)
+    assert t.calls_per_block == t.lead_in_calls == {"jax": 1, "torch_eager": 1}
+    assert len(t.kept) == stats.MIN_ROUNDS and t.verdict()[0]
+    assert clock.wall <= timing.MIN_BUDGET_ROUNDS * 2 * 2 * 0.5
 
 
-def test_a_step_slower_than_the_budget_still_gets_its_minimum_samples(monkeypatch):
-    timing, clock = _fake_measure(monkeypatch, {"jax": lambda n: 0.5, "torch_eager": lambda n: 0.5},
-                                  budget_s=0.1)
-    assert timing.calls_per_sample == {"jax": 1, "torch_eager": 1}
-    assert [len(s) for s in timing.samples.values()] == [stats.MIN_SAMPLES] * 2
-    assert stats.verdict(timing.samples, timing.settled, timing.other_cores)[0]
-    assert clock.now <= harness.MIN_BUDGET_ROUNDS * 1.0
+def _slowed_after_torch(clock, lead_in_s: float) -> timing.Timing:
+    """JAX calls run 45% slow for 10 ms after a torch call ends (torch's OpenMP workers
+    spinning on the cores); alone, JAX takes 2 ms a call and torch 4 ms: a speedup of 2."""
+    torch_ended = [-1.0]
+
+    def torch_call():
+        clock.run(0.004, threads=2)
+        torch_ended[0] = clock.wall
+
+    def jax_call():
+        clock.run(0.002 * (1.45 if clock.wall - torch_ended[0] < 0.010 else 1.0))
+
+    return timing.measure({"jax": jax_call, "torch_eager": torch_call}, block_s=0.025,
+                          budget_s=2.0, lead_in_s=lead_in_s, rounds=16)
+
+
+def test_the_lead_in_times_each_side_in_its_steady_state(clock):
+    """Without a lead-in, every JAX block that follows a torch block starts slow: the JAX
+    blocks alternate and the speedup reads low. After a 25 ms lead-in of its own side each
+    block runs in its steady state, and the speedup is the one each side reaches alone."""
+    plain = _slowed_after_torch(clock, lead_in_s=0.0)
+    jax_blocks = plain.blocks["jax"]
+    assert min(jax_blocks) == pytest.approx(0.002) and max(jax_blocks) > 0.0022
+    assert plain.ci("torch_eager", "jax")[0] < 1.95
+    led = _slowed_after_torch(clock, lead_in_s=timing.LEAD_IN_S)
+    assert led.blocks["jax"] == pytest.approx([0.002] * 16)
+    assert led.ci("torch_eager", "jax") == pytest.approx((2.0, 2.0, 2.0))
+    assert led.verdict() == (True, [])
+
+
+def test_rounds_paused_by_the_host_are_dropped_and_the_ratio_stays_true(clock):
+    """The host pauses the process (wall time passes, no CPU time) in random phases shorter
+    than a round: the blocks it hit read slow on one side of their round. Their rounds are
+    dropped by CPU time / wall time, and the speedup stays 2.0."""
+    rng = np.random.default_rng(1)
+    phase = {"noisy": False, "until": 0.0}
+
+    def paused(seconds: float) -> float:
+        if clock.wall >= phase["until"]:
+            phase["noisy"] = not phase["noisy"]
+            phase["until"] = clock.wall + rng.uniform(0.02, 0.2)
+        return seconds if phase["noisy"] else 0.0  # stopped half the time while noisy
+
+    sides = {"jax": lambda: clock.run(0.002, 1.0, paused(0.002)),
+             "torch_eager": lambda: clock.run(0.004, 2.0, paused(0.004))}
+    t = timing.measure(sides, block_s=0.025, budget_s=20.0)
+    assert 0 < sum(t.kept) < len(t.kept)  # some rounds dropped, some kept
+    low, high = t.ci("torch_eager", "jax")[1:]
+    assert 1.9 <= low <= high <= 2.1
+    every = stats.median_ci(stats.paired_ratios(t.blocks["torch_eager"], t.blocks["jax"]))
+    assert every[2] - every[1] > high - low  # all rounds: a wider interval
 
 
 def _timed(model, mode, speedup, stable, reasons=()):
-    return harness.Record(model=model, mode=mode, dtype="float32", batch_size=2, device="cpu",
+    return Record(model=model, mode=mode, dtype="float32", batch_size=2, device="cpu",
                           jax_ms=1.0, torch_eager_ms=speedup, speedup=speedup, jax_iqr_ms=0.02,
                           torch_eager_iqr_ms=0.5, stable=stable, unstable_reasons=list(reasons),
                           versions={"jax": "x"}, date="today")
@@ -465,7 +556,7 @@ def test_records_of_earlier_runs_still_read():
     old = dataclasses.asdict(_timed("a", "forward", 2.0, None))
     old["jax_ms_iqr"] = old.pop("jax_iqr_ms")  # the field's name before
     old["min_block_s"] = 0.05  # a field since dropped
-    rec = harness.Record.from_json(old)
+    rec = Record.from_json(old)
     assert rec.jax_iqr_ms == 0.02 and rec.stable is None
 
 

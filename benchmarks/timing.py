@@ -1,0 +1,281 @@
+"""The clock: timing sides in interleaved rounds, each block in its side's steady state.
+
+A *side* is a synchronised call of no arguments (one JAX step, one eager torch step, ...).
+:func:`measure` times the sides of one case against each other:
+
+1. Calibration: two single calls per side; the second sets the side's block (enough
+   back-to-back calls to last ``block_s``) and its lead-in (enough to last ``lead_in_s``, one
+   call at least).
+2. Warm-up: blocks of each side until its block times settle (:func:`stats.settled`), at
+   most half the budget; discarded.
+3. Rounds: one block of every side, their order rotating each round. **Each timed block
+   follows an untimed lead-in of the same side.** On a 2-core machine torch's OpenMP workers
+   keep spinning for milliseconds after a torch call before they sleep, and XLA's threads lose
+   the cores to them: a JAX block timed right after a torch block ran 30-45% slow (the ``mlp``
+   forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
+   side's threads go quiet and this side's pools and caches warm, so that the block is timed
+   in the side's steady state while the sides still alternate (which pairs the machine's slow
+   drifts). Neither library's threading is changed (``OMP_WAIT_POLICY=PASSIVE`` removes the
+   penalty but slows torch itself). ``python -m benchmarks.leadin`` measures the lead-in's
+   length.
+4. After each round: the paired ratios of the undisturbed rounds (:func:`stats.steady_rounds`,
+   from each block's process CPU time against its wall time) and their interval
+   (:func:`stats.median_ci`); sampling stops once every compared pair is precise
+   (:func:`stats.precise`) or the budget is spent.
+
+The garbage collector is off meanwhile. The budget is ``budget_s``, or ``MIN_BUDGET_ROUNDS``
+rounds where those take longer.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import stats
+
+__all__ = ["Timing", "MachineCheck", "measure", "alone", "check_machine", "machine_control",
+           "MIN_BUDGET_ROUNDS", "LEAD_IN_S"]
+
+# The untimed lead-in before every block: measured by benchmarks/leadin.py (a 5 ms lead-in
+# left JAX's blocks 7-22% spread; 25 ms brought them to 0-3%).
+LEAD_IN_S = 0.025
+# A case's budget is at least this many rounds: enough for the calibration, a settled warm-up
+# and stats.MIN_ROUNDS rounds of a step slower than the budget allows, with room for more.
+MIN_BUDGET_ROUNDS = 16
+
+
+@dataclass
+class Timing:
+    """What :func:`measure` found: per side, per timed round, the block's seconds per call and
+    its CPU time / wall time; which rounds ran undisturbed; the paired ratios."""
+
+    blocks: dict[str, list[float]]
+    cpu_per_wall: dict[str, list[float | None]]
+    kept: list[bool]  # per round: ran undisturbed (stats.steady_rounds)
+    pairs: list[tuple[str, str]]  # (numerator, denominator) sides compared
+    settled: dict[str, bool]
+    warmup_blocks: dict[str, int]
+    calls_per_block: dict[str, int]
+    lead_in_calls: dict[str, int]
+    other_cores: float | None
+    wall_s: float
+    ratios: dict[str, list[float]] = field(default_factory=dict)  # "num/den": kept ratios
+
+    def kept_blocks(self, side: str) -> list[float]:
+        return [b for b, k in zip(self.blocks[side], self.kept) if k]
+
+    def median(self, side: str) -> float:
+        """The side's median seconds per call over the kept rounds (all rounds if none)."""
+        return statistics.median(self.kept_blocks(side) or self.blocks[side])
+
+    def ci(self, numerator: str, denominator: str) -> tuple[float, float, float] | None:
+        """The median paired ratio and its interval (:func:`stats.median_ci`)."""
+        return stats.median_ci(self.ratios[f"{numerator}/{denominator}"])
+
+    def verdict(self) -> tuple[bool, list[str]]:
+        return stats.verdict(self.ratios, self.settled, self.other_cores)
+
+
+def _calls_for(seconds: float, per_call_s: float) -> int:
+    return max(1, min(10_000, math.ceil(seconds / max(per_call_s, 1e-7))))
+
+
+def _rotated(names: list[str], r: int) -> list[str]:
+    return names[r % len(names):] + names[:r % len(names)]
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the machine's cores were busy, all processes and hypervisor steal;
+    CPU seconds of this process, all threads) so far, or None without ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    own = os.times()
+    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system)
+
+
+def _run_calls(run: Callable[[], Any], calls: int) -> None:
+    for _ in range(calls):
+        run()
+
+
+def _time_calls(run: Callable[[], Any], calls: int) -> tuple[float, float | None]:
+    """(seconds per call, process CPU time / wall time) of ``calls`` back-to-back calls."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    _run_calls(run, calls)
+    w1, c1 = time.perf_counter(), time.process_time()
+    wall = w1 - w0
+    return wall / calls, ((c1 - c0) / wall if wall > 0 else None)
+
+
+def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: float,
+            lead_in_s: float = LEAD_IN_S, pairs: Sequence[tuple[str, str]] | None = None,
+            min_rounds: int = stats.MIN_ROUNDS, rounds: int | None = None) -> Timing:
+    """Times ``sides`` as the module docstring says: blocks of ``block_s`` after lead-ins of
+    ``lead_in_s`` (0: none), ``budget_s`` for warm-up and rounds.
+
+    ``pairs``: the ``(numerator, denominator)`` sides whose paired ratios are estimated
+    (default: every other side over the first). ``rounds``: time exactly this many rounds
+    after the warm-up, whatever the stopping rule and the budget say (for experiments).
+    """
+    names = list(sides)
+    pairs = list(pairs) if pairs is not None else [(n, names[0]) for n in names[1:]]
+    unknown = {s for p in pairs for s in p} - set(names)
+    if unknown or not pairs:
+        raise ValueError(f"pairs {pairs} must name two of the sides {names}")
+    gc.collect()
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    try:
+        calls, lead, seen = {}, {}, {}
+        for name in names:  # the first call may pay for allocations; the second calibrates
+            _run_calls(sides[name], 1)
+            seen[name] = [_time_calls(sides[name], 1)[0]]
+
+        def calibrate(per_call: dict[str, float]) -> None:
+            for n in names:
+                calls[n] = _calls_for(block_s, per_call[n])
+                lead[n] = _calls_for(lead_in_s, per_call[n]) if lead_in_s > 0 else 0
+
+        calibrate({n: seen[n][0] for n in names})
+
+        def block(name: str) -> tuple[float, float | None]:
+            _run_calls(sides[name], lead[name])  # untimed: this side's steady state
+            per_call, cpu = _time_calls(sides[name], calls[name])
+            seen[name].append(per_call)
+            return per_call, cpu
+
+        def over(share: float) -> bool:  # past this share of the case's budget?
+            round_s = sum((calls[n] + lead[n]) * statistics.median(seen[n]) for n in names)
+            return time.perf_counter() - t0 >= share * max(budget_s, MIN_BUDGET_ROUNDS * round_s)
+
+        warm = {n: [] for n in names}
+        settled = {n: False for n in names}
+        r = 0
+        while not all(settled.values()) and not over(0.5):
+            for name in _rotated(names, r):
+                if not settled[name]:
+                    warm[name].append(block(name)[0])
+                    settled[name] = stats.settled(warm[name])
+            r += 1
+        calibrate({n: statistics.median(warm[n][-stats.SETTLE_WINDOW:] or seen[n])
+                   for n in names})
+
+        blocks = {n: [] for n in names}
+        cpu = {n: [] for n in names}
+        kept: list[bool] = []
+        ratios: dict[str, list[float]] = {}
+        while True:
+            for name in _rotated(names, r):
+                per_call, share = block(name)
+                blocks[name].append(per_call)
+                cpu[name].append(share)
+            r += 1
+            kept = stats.steady_rounds(cpu)
+            ratios = {f"{a}/{b}": stats.paired_ratios(blocks[a], blocks[b], kept)
+                      for a, b in pairs}
+            if rounds is not None:
+                if len(kept) >= rounds:
+                    break
+            elif all(stats.precise(x, min_rounds) for x in ratios.values()) or over(1.0):
+                break
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu_seconds()
+    finally:
+        if gc_enabled:
+            gc.enable()
+    others = None
+    if cpu0 is not None and cpu1 is not None:
+        others = stats.other_cores(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall)
+    return Timing(blocks, cpu, kept, pairs, settled, {n: len(warm[n]) for n in names}, calls,
+                  lead, others, wall, ratios)
+
+
+def alone(run: Callable[[], Any], *, warmup_s: float, seconds: float,
+          block_s: float) -> list[float]:
+    """One side alone in its steady state: ``warmup_s`` of calls, then blocks of ``block_s``
+    for ``seconds`` (at least 5); each block's seconds per call. The reference that the
+    interleaved rounds are checked against (``python -m benchmarks.leadin``)."""
+    _run_calls(run, 1)
+    calls = _calls_for(block_s, _time_calls(run, 1)[0])
+    end = time.perf_counter() + warmup_s
+    while time.perf_counter() < end:
+        _run_calls(run, calls)
+    gc.collect()
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        blocks = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(blocks) < 5:
+            blocks.append(_time_calls(run, calls)[0])
+    finally:
+        if gc_enabled:
+            gc.enable()
+    return blocks
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def _fixed_work(n: int) -> int:
+    """A fixed amount of single-threaded work: pure Python, no memory traffic, no library."""
+    x = 0
+    for i in range(n):
+        x ^= i
+    return x
+
+
+def machine_control() -> Callable[[], int]:
+    """About a millisecond of :func:`_fixed_work` per call."""
+    return functools.partial(_fixed_work, 20_000)
+
+
+@dataclass(frozen=True)
+class MachineCheck:
+    """How steady the machine itself is before a run: a fixed single-threaded loop timed in
+    back-to-back blocks of ``block_s``. A quiet machine's spread is a few percent; a shared
+    virtual machine whose neighbours are busy swings far more, and a run there may flag many
+    cases."""
+
+    samples_ms: list[float]
+    block_s: float
+
+    @property
+    def spread(self) -> float:
+        return stats.relative_spread(self.samples_ms)
+
+    @property
+    def slowest_over_fastest(self) -> float:
+        return max(self.samples_ms) / min(self.samples_ms)
+
+    def describe(self) -> str:
+        return (f"a fixed single-threaded loop, {len(self.samples_ms)} blocks of "
+                f"{1e3 * self.block_s:.0f} ms: spread {self.spread:.0%} (IQR / median), "
+                f"slowest / fastest {self.slowest_over_fastest:.2f}")
+
+
+def check_machine(seconds: float = 1.0, block_s: float = 0.025) -> MachineCheck:
+    """Times :func:`machine_control` in back-to-back blocks of ``block_s`` for ``seconds``
+    (at least 5 blocks); each block's time in ms."""
+    control = machine_control()
+    _run_calls(control, 1)
+    calls = _calls_for(block_s, _time_calls(control, 1)[0])
+    samples = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < 5:
+        samples.append(1e3 * calls * _time_calls(control, calls)[0])
+    return MachineCheck(samples, block_s)
