@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                   + [d for d in dtypes if d != "float32"]
                                   + ["torch-compile"] * torch_compile
                                   + [f"{args.lowering}-forms"] * (args.lowering != "platform"))
+        stem.parent.mkdir(parents=True, exist_ok=True)
         args.json, args.markdown, args.plot = (f"{stem}.{ext}" for ext in ("json", "md", "png"))
     todo = harness.cases(models, dtypes, batch_sizes)
     note(f"{device.name}: {len(todo)} case(s) x {len(args.modes)} mode(s), "

@@ -179,6 +179,31 @@ def test_a_dtype_the_device_lacks_is_skipped(monkeypatch, tmp_path, capsys):
     assert [r["dtype"] for r in json.loads(out.read_text())] == ["float32"]
 
 
+def test_save_writes_under_the_current_directory_or_the_folder_given(tmp_path, monkeypatch):
+    """--save never writes into the installed package: by default benchmarks/results under the
+    current directory (the repository's own from its root), else the folder given."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--quick", "--models", "linear_regression", "--modes", "forward", *FAST, "--save"]
+    assert main(argv) == 0
+    assert main(argv + [str(tmp_path / "elsewhere")]) == 0
+    for folder in (tmp_path / "benchmarks" / "results", tmp_path / "elsewhere"):
+        (json_file,) = folder.glob("cpu_*_quick.json")
+        assert {p.suffix for p in folder.iterdir()} == {".json", ".md", ".png"}
+        assert json.loads(json_file.read_text())[0]["model"] == "linear_regression"
+
+
+def test_the_installed_benchmark_is_not_a_top_level_benchmarks_package():
+    """The wheel installs the benchmark as flax_arch_benchmarks (setup.py maps the folder), so
+    that it cannot shadow a user's own `benchmarks`."""
+    import importlib.metadata
+    import importlib.util
+
+    top = importlib.metadata.distribution("flax-arch").read_text("top_level.txt").split()
+    assert "benchmarks" not in top and "flax_arch_benchmarks" in top
+    spec = importlib.util.find_spec("flax_arch_benchmarks")
+    assert spec is not None and spec.origin.endswith("benchmarks/__init__.py")
+
+
 def test_time_limit_reports_the_rest_as_skipped(tmp_path):
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "mlp,linear_regression", "--time-limit", "1e-6",
