@@ -1,0 +1,109 @@
+"""Each CPU rewrite of :mod:`flax_arch.nn.lowering` against XLA's own form of the same layer:
+the same mathematics, in float64, ``max|rewrite - xla| <= 1e-10 * max(1, max|xla|)`` for the
+output, the gradients with respect to the input and every parameter, and the parameters after
+one Adam step. The two forms are pinned with :func:`lowering.forms`; each check is one jitted
+program per form."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from flax_arch import nn
+from flax_arch._tolerances import ADAM_LR, FLOAT64, adam_eps
+from flax_arch.nn import lowering
+from flax_arch.testing import assert_close
+
+F64 = np.float64
+
+
+def _step(model: nnx.Module, x, cotangent):
+    """The output, the gradients (parameters, input) of ``sum(output * cotangent)`` and the
+    parameters after one Adam step, as one jitted program traced in the current form."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(ADAM_LR, eps=adam_eps(F64))
+
+    @jax.jit
+    def run(params, x):
+        def loss(params, x):
+            y = nnx.merge(graphdef, params)(x)
+            return jnp.sum(y * cotangent), y
+
+        (_, y), (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+        updates, _ = tx.update(gp, tx.init(params), params)
+        return y, gx, gp, optax.apply_updates(params, updates)
+
+    return run(params, x)
+
+
+def assert_forms_agree(model: nnx.Module, x: np.ndarray) -> None:
+    y_shape = jax.eval_shape(model, x).shape
+    cotangent = np.random.default_rng(1).standard_normal(y_shape)
+    results = {}
+    for form in ("rewrite", "xla"):
+        with lowering.forms(form):
+            results[form] = _step(model, x, cotangent)
+    names = ("output", "input gradient", "parameter gradients", "parameters after Adam")
+    for name, got, want in zip(names, results["rewrite"], results["xla"]):
+        for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(got),
+                                     jax.tree_util.tree_leaves_with_path(want)):
+            assert_close(np.asarray(a), np.asarray(b), FLOAT64,
+                         f"{name} {jax.tree_util.keystr(path)}")
+
+
+# ----------------------------------------------------------------------------- small-map conv
+
+# (layer, input shape): every case is a small map, where the CPU form is the matmul over the
+# windows.
+SMALL_MAP_CASES = {
+    "3x3 on 2x2 (ResNet's last stage on small images)":
+        (lambda **kw: nn.Conv2d(8, 8, 3, padding=1, **kw), (2, 2, 2, 8)),
+    "3x3 on 1x1 (only the centre tap reads the input)":
+        (lambda **kw: nn.Conv2d(8, 8, 3, padding=1, **kw), (2, 1, 1, 8)),
+    "3x3 stride 2 on 4x4 (2x2 out: the input gradient's map)":
+        (lambda **kw: nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False, **kw), (2, 4, 4, 8)),
+    "3x5 dilated, uneven map":
+        (lambda **kw: nn.Conv2d(8, 8, (3, 5), padding=(1, 4), dilation=(1, 2), **kw),
+         (2, 2, 3, 8)),
+    "grouped":
+        (lambda **kw: nn.Conv2d(8, 8, 3, padding=1, groups=2, **kw), (2, 2, 2, 8)),
+    "reflect padding":
+        (lambda **kw: nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect", **kw), (2, 2, 2, 4)),
+    "1-d, padding wider than the kernel (the map is cropped)":
+        (lambda **kw: nn.Conv1d(4, 6, 5, padding=3, **kw), (2, 3, 4)),
+    "1-d, every window in the padding":
+        (lambda **kw: nn.Conv1d(4, 6, 2, stride=3, padding=2, dilation=4, **kw), (2, 1, 4)),
+}
+
+
+@pytest.mark.parametrize("case", SMALL_MAP_CASES)
+def test_small_map_conv_matches_xla(case):
+    build, shape = SMALL_MAP_CASES[case]
+    model = build(rngs=nnx.Rngs(0), param_dtype=F64)
+    x = np.random.default_rng(0).standard_normal(shape)
+    with lowering.forms("rewrite"):
+        eqns = jax.make_jaxpr(lambda v: model(v))(x).eqns
+    assert "conv_general_dilated" not in {e.primitive.name for e in eqns}
+    assert_forms_agree(model, x)
+
+
+def _lowered_cpu(fn, *args) -> str:
+    return jax.jit(fn).lower(*args).as_text()
+
+
+def test_the_cpu_takes_the_matmul_on_small_maps_only():
+    """Lowered for CPU (both forms traced, the platform's kept): a 3x3 convolution on a 2x2 map
+    and its gradients are matmuls without a convolution; on an 8x8 map XLA's convolution
+    stays, forward and backward."""
+    layer = nn.Conv2d(8, 8, 3, padding=1, rngs=nnx.Rngs(0))
+    loss = lambda x: jnp.sum(layer(x) ** 2)  # noqa: E731
+    for size, convs in ((2, False), (8, True)):
+        x = np.ones((2, size, size, 8), np.float32)
+        for fn in (layer, jax.grad(loss)):
+            hlo = _lowered_cpu(fn, x)
+            assert ("stablehlo.convolution" in hlo) == convs, (size, fn)
+            assert bool(re.search(r"stablehlo.dot_general", hlo)) != convs, (size, fn)
