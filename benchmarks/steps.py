@@ -84,7 +84,8 @@ def build_pair(case: Case, opts: Options, device: DeviceInfo) -> Pair:
     cfg = entry.config(opts.size)
     torch.manual_seed(opts.seed)
     torch_model = torch_ref.get_model(case.model, **cfg.kwargs)
-    flax_model = entry.build(opts.size, rngs=nnx.Rngs(opts.seed))
+    flax_model = flax_arch.uninitialised(  # every weight comes from torch next
+        lambda: entry.build(opts.size, rngs=nnx.Rngs(opts.seed)), opts.seed)
     flax_arch.load_torch_state_dict(flax_model, torch_model.state_dict())
     t_dtype, j_dtype = _TORCH_DTYPES[case.dtype], _JAX_DTYPES[case.dtype]
     torch_model = torch_model.to(device=device.torch_device, dtype=t_dtype)

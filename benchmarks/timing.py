@@ -6,8 +6,9 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
 1. Calibration: two single calls per side; the second sets the side's block (enough
    back-to-back calls to last ``block_s``) and its lead-in (enough to last ``lead_in_s``, one
    call at least).
-2. Warm-up: blocks of each side until its block times settle (:func:`stats.settled`), at
-   most half the budget; discarded.
+2. Warm-up: one side at a time, its blocks back to back (no lead-in needed: each follows
+   the same side) until their times settle (:func:`stats.settled`), at most half the budget
+   in all; discarded.
 3. Rounds: one block of every side, their order rotating each round. **Each timed block
    follows an untimed lead-in of the same side.** On a 2-core machine torch's OpenMP workers
    keep spinning for milliseconds after a torch call before they sleep, and XLA's threads lose
@@ -152,8 +153,9 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
 
         calibrate({n: seen[n][0] for n in names})
 
-        def block(name: str) -> tuple[float, float | None]:
-            _run_calls(sides[name], lead[name])  # untimed: this side's steady state
+        def block(name: str, lead_in: bool = True) -> tuple[float, float | None]:
+            if lead_in:
+                _run_calls(sides[name], lead[name])  # untimed: this side's steady state
             per_call, cpu = _time_calls(sides[name], calls[name])
             seen[name].append(per_call)
             return per_call, cpu
@@ -164,13 +166,11 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
 
         warm = {n: [] for n in names}
         settled = {n: False for n in names}
+        for i, name in enumerate(names):
+            while not settled[name] and not over(0.5 * (i + 1) / len(names)):
+                warm[name].append(block(name, lead_in=False)[0])
+                settled[name] = stats.settled(warm[name])
         r = 0
-        while not all(settled.values()) and not over(0.5):
-            for name in _rotated(names, r):
-                if not settled[name]:
-                    warm[name].append(block(name)[0])
-                    settled[name] = stats.settled(warm[name])
-            r += 1
         calibrate({n: statistics.median(warm[n][-stats.SETTLE_WINDOW:] or seen[n])
                    for n in names})
 

@@ -20,6 +20,7 @@ from flax_arch.interop import (
     to_channels_first,
     to_channels_last,
     torch_state_dict,
+    uninitialised,
 )
 from flax_arch.losses import task_loss, vae_loss
 from flax_arch.models import (  # the architectures
@@ -134,6 +135,7 @@ __all__ = [
     "GANStepLosses",
     "load_torch_state_dict",
     "torch_state_dict",
+    "uninitialised",
     "StateDictError",
     "LoadReport",
     "to_channels_last",

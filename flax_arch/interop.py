@@ -32,6 +32,7 @@ from flax_arch.nn.conv import _ConvNd
 from flax_arch.nn.linear import Linear
 
 __all__ = [
+    "uninitialised",
     "load_torch_state_dict",
     "torch_state_dict",
     "StateDictError",
@@ -160,6 +161,28 @@ def _to_numpy(value: Any) -> np.ndarray:
             return value.view(dtype=torch.int16).numpy().view(ml_dtypes.bfloat16)
         return value.numpy()
     return np.asarray(value)
+
+
+def uninitialised(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
+    """``build()``'s model with zeros for every parameter and buffer and its random keys from
+    ``seed``, built abstractly (``nnx.eval_shape``): for a model whose weights all come from
+    torch next (:func:`load_torch_state_dict`). Eager initialisation compiles an XLA program
+    per weight shape: 9 s of DenseNet-121's 9.9 s build on a 2-core machine.
+
+    >>> from flax_arch import MLP
+    >>> model = uninitialised(lambda: MLP(4, 8, 3, rngs=nnx.Rngs(0)))
+    >>> float(abs(model[0].weight[...]).max())
+    0.0
+    """
+
+    def concrete(x: jax.ShapeDtypeStruct):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            key = jax.random.key(seed)
+            return jax.random.split(key, x.shape) if x.shape else key
+        return np.zeros(x.shape, x.dtype)
+
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    return nnx.merge(graphdef, jax.tree.map(concrete, state))
 
 
 def load_torch_state_dict(

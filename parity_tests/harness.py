@@ -68,20 +68,12 @@ def uninitialised(build: Callable[[], nnx.Module], seed: int = 0, *,
     initialisation compiles an XLA program per weight shape (13 s for GoogLeNet).
     ``cache_key`` (hashable; it must determine what ``build`` builds) reuses an earlier
     build's structure; each call returns a new model with its own arrays."""
-    abstract = None if cache_key is None else _ABSTRACT.get(cache_key)
-    if abstract is None:
-        abstract = nnx.split(nnx.eval_shape(build))
-        if cache_key is not None:
-            _ABSTRACT[cache_key] = abstract
-    graphdef, state = abstract
-
-    def concrete(x: jax.ShapeDtypeStruct):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            key = jax.random.key(seed)
-            return jax.random.split(key, x.shape) if x.shape else key
-        return np.zeros(x.shape, x.dtype)
-
-    return nnx.merge(graphdef, jax.tree.map(concrete, state))
+    if cache_key is None:
+        return flax_arch.uninitialised(build, seed)
+    if cache_key not in _ABSTRACT:
+        _ABSTRACT[cache_key] = nnx.split(nnx.eval_shape(build))
+    graphdef, state = _ABSTRACT[cache_key]
+    return flax_arch.uninitialised(lambda: nnx.merge(graphdef, state), seed)
 
 
 def registry_model(name: str, kwargs: dict, dtype, seed: int = 0) -> nnx.Module:

@@ -1,6 +1,7 @@
 """state_dict interop: strict errors that leave the model untouched, non-strict reports,
 dtype casting, torch tensors and NumPy arrays alike, and layout helpers."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -114,3 +115,19 @@ def test_layout_helpers_are_inverse(layout, shape, flax_shape):
     y = flax_arch.to_channels_last(x, layout)
     assert y.shape == flax_shape
     np.testing.assert_array_equal(flax_arch.to_channels_first(y, layout), x)
+
+
+def test_an_uninitialised_model_takes_torch_weights_like_an_initialised_one():
+    """Built abstractly: zeros for parameters and buffers, random keys from the seed, the same
+    state tree; after loading torch's weights it computes what an eagerly built model does."""
+    torch_model = torch_ref.get_model("vae")
+    build = lambda: flax_arch.get_model("vae", rngs=nnx.Rngs(3))  # noqa: E731: Stochastic
+    eager, abstract = build(), flax_arch.uninitialised(build, seed=3)
+    assert jax.tree.structure(nnx.state(abstract)) == jax.tree.structure(nnx.state(eager))
+    assert all(not np.any(np.asarray(v)) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    for model in (eager, abstract):
+        flax_arch.load_torch_state_dict(model, torch_model.state_dict())
+    x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
+    eps = np.random.default_rng(1).standard_normal((2, 20)).astype(np.float32)
+    for a, b in zip(jax.tree.leaves(eager(x, eps=eps)), jax.tree.leaves(abstract(x, eps=eps))):
+        np.testing.assert_array_equal(a, b)
