@@ -12,14 +12,16 @@ from flax import nnx
 
 from flax_arch.interop import _to_numpy, load_torch_state_dict
 
-from .leaves import _CHANNELS_LAST, _LEAF_LAYOUTS, _is_leaf, _leaf_spec
+from .leaves import (_CHANNELS_LAST, _LEAF_LAYOUTS, _flax_class, _in_torch_layout, _is_leaf,
+                     _leaf_spec)
 from .program import Ported, _fill
 from .tensor import PortError
 from .tracing import _trace
 from .translate import _translate
 
 
-def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
+def port(module, *example_inputs, rngs: nnx.Rngs | None = None,
+         channels_last: bool = True) -> nnx.Module:
     """Rebuilds the torch module ``module`` as an NNX module with the same state tree.
 
     ``example_inputs`` are the forward's first arguments (torch tensors or arrays, torch's
@@ -29,14 +31,17 @@ def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
     the same inputs, rank >= 3 tensors channels-last, (N, L, C) and (N, H, W, C) (torch's
     layout with ``channels_last=False``); its outputs follow the same convention. It starts
     in the module's mode; ``.train()`` and ``.eval()`` switch it as they switch torch's
-    module, branches on ``self.training`` included.
+    module, branches on ``self.training`` included. ``rngs`` is held as ``nnx.Dropout``
+    holds its own: dropout and stochastic depth draw from it in train mode, unless a call
+    gives its own ``rngs``.
 
     A torch.nn layer on its own ports to its flax_arch layer. Every operation and module that
     the port cannot translate is named, with its graph node, in one :class:`PortError`
     before anything is built.
     """
+    _materialize(module, example_inputs)
     if _is_leaf(module):
-        return _port_leaf(module, channels_last)
+        return _port_leaf(module, channels_last, rngs)
     modes = {name: m.training for name, m in module.named_modules()}
     programs, problems, constants = {}, {}, {}
     try:
@@ -56,7 +61,7 @@ def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
         raise PortError(f"port cannot translate {len(lines)} operation(s) of "
                         f"{type(module).__name__}; nothing was built:\n  " + "\n  ".join(lines))
     called = {s.target for p in programs.values() for s in p.steps if s.op == "call_module"}
-    root = _fill(Ported(programs[True], programs[False], channels_last, module.training),
+    root = _fill(Ported(programs[True], programs[False], channels_last, module.training, rngs),
                  module, called)
     for path, tensor in constants.items():  # not in the state_dict: plain Variables
         *parent, name = path.split(".")
@@ -65,6 +70,26 @@ def port(module, *example_inputs, channels_last: bool = True) -> nnx.Module:
     _load(root, module)
     root.train() if module.training else root.eval()
     return root
+
+
+def _materialize(module, example_inputs) -> None:
+    """A lazy module (``nn.LazyConv2d``, ...) gets its parameters from a first call on the
+    example inputs, in eval mode (no running statistics move), as torch's first call would
+    give them; it then is the layer it becomes (``Conv2d``)."""
+    import torch
+
+    lazy = (torch.nn.parameter.UninitializedParameter, torch.nn.parameter.UninitializedBuffer)
+    if not any(isinstance(t, lazy) for t in (*module.parameters(), *module.buffers())):
+        return
+    modes = {name: m.training for name, m in module.named_modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(*[torch.as_tensor(np.asarray(x)) if hasattr(x, "ndim") and not
+                     isinstance(x, torch.Tensor) else x for x in example_inputs])
+    finally:
+        for name, m in module.named_modules():
+            m.training = modes[name]
 
 
 def _load(model: nnx.Module, module) -> None:
@@ -80,16 +105,18 @@ def _load(model: nnx.Module, module) -> None:
     load_torch_state_dict(model, module.state_dict())
 
 
-def _port_leaf(module, channels_last: bool):
+def _port_leaf(module, channels_last: bool, rngs: nnx.Rngs | None):
     name = type(module).__name__
     make, why = _leaf_spec(module)
     if why:
         raise PortError(f"port cannot translate torch.nn.{name}; nothing was built: {why}")
-    if not channels_last and _LEAF_LAYOUTS[name] == _CHANNELS_LAST:
-        raise PortError(f"port: torch.nn.{name} on its own ports to flax_arch's {name}, which "
-                        "is channels-last; port it with channels_last=True or inside a module")
-    leaf = nnx.eval_shape(make)
+    if not channels_last and _LEAF_LAYOUTS[name] == _CHANNELS_LAST:  # called in torch's layout
+        leaf = nnx.eval_shape(lambda: make(_in_torch_layout(_flax_class(name))))
+    else:
+        leaf = nnx.eval_shape(make)
     _load(leaf, module)
+    if rngs is not None and isinstance(leaf, nnx.Dropout):  # held as nnx.Dropout holds it
+        leaf.rngs = rngs[leaf.rng_collection].fork()
     leaf.train() if module.training else leaf.eval()
     return leaf
 

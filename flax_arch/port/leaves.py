@@ -3,6 +3,7 @@ torch layer's constructor arguments, and is called in the layout it takes."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import jax.numpy as jnp
@@ -92,9 +93,12 @@ def _leaf_spec(m):
     floats = [t.dtype for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
     if "param_dtype" in params and floats:
         kwargs["param_dtype"] = jnp.dtype(str(floats[0]).removeprefix("torch."))
-    if "rngs" in params and params["rngs"].default is params["rngs"].empty:
-        return (lambda: cls(**kwargs, rngs=nnx.Rngs(0))), None
-    return (lambda: cls(**kwargs)), None
+    needs_rngs = "rngs" in params and params["rngs"].default is params["rngs"].empty
+
+    def make(klass=cls):  # rngs for the initialisers (the torch weights replace them)
+        return klass(**kwargs, **({"rngs": nnx.Rngs(0)} if needs_rngs else {}))
+
+    return make, None
 
 
 def _equal(a, b) -> bool:
@@ -105,12 +109,61 @@ def _equal(a, b) -> bool:
 
 
 def _is_leaf(m) -> bool:
-    """A torch.nn layer of that exact type (a subclass is traced through), not a container."""
+    """A torch.nn layer of that exact type (a subclass is traced through), not a container,
+    that has a flax_arch layer taking its arguments. Any other torch.nn layer (a loss, a cell,
+    attention, a layer with an argument flax_arch's does not take) is traced through, to the
+    functional ops of its forward."""
     import torch
 
     t = type(m)
-    return t is getattr(torch.nn, t.__name__, None) and not isinstance(
-        m, (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict))
+    return (t is getattr(torch.nn, t.__name__, None)
+            and not isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList,
+                                   torch.nn.ModuleDict))
+            and _leaf_spec(m)[1] is None)
+
+
+def _channel_axis(name: str, ndim: int) -> int | None:
+    """The axis of a torch.nn layer's input that holds the channels (None: no channel axis)."""
+    if name.startswith("BatchNorm"):
+        return 1  # (N, C) or (N, C, *): always batched
+    if name[-2:] in ("1d", "2d", "3d") and name not in ("Softmax2d", "Dropout2d"):
+        return 1 if ndim == int(name[-2]) + 2 else 0  # batched, or torch's unbatched form
+    if name in ("GroupNorm", "LocalResponseNorm", "PReLU"):
+        return 1 if ndim >= 2 else None
+    if name in ("Flatten", "Unflatten"):
+        return 1 if ndim >= 3 else None
+    if name in ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "Dropout2d"):
+        return 1
+    if name in ("Softmax2d", "PixelShuffle", "PixelUnshuffle"):  # (*, C, H, W)
+        return ndim - 3
+    return None
+
+
+@functools.cache
+def _in_torch_layout(cls):
+    """``cls``, a channels-last flax_arch layer, called in torch's layout: a subclass (the
+    same state tree, the same weight rules) whose call moves the channel axis of its inputs
+    last and of its outputs back (a lone layer ported with ``channels_last=False``)."""
+
+    def __call__(self, x, *args, **kwargs):
+        c = _channel_axis(cls.__name__, x.ndim)
+        if c is None:
+            return cls.__call__(self, x, *args, **kwargs)
+        r = x.ndim
+
+        def into(a):
+            return jnp.moveaxis(a, c, -1) if getattr(a, "ndim", None) == r else a
+
+        def back(a):
+            if not hasattr(a, "ndim") or a.ndim < 2:
+                return a
+            return jnp.moveaxis(a, -1, c if a.ndim == r else 1)
+
+        args, kwargs = _amap(into, args), {k: _amap(into, v) for k, v in kwargs.items()}
+        return _amap(back, cls.__call__(self, into(jnp.asarray(x)), *args, **kwargs))
+
+    return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": __name__,
+                                       "__qualname__": f"_in_torch_layout.{cls.__name__}"})
 
 
 def _call_leaf(leaf, layout, args, kwargs, rngs):
@@ -123,6 +176,11 @@ def _call_leaf(leaf, layout, args, kwargs, rngs):
         move, wrap = _T.torch, _T
     args, kwargs = _tmap(move, args), _tmap(move, kwargs)
     if isinstance(leaf, Stochastic):
+        if (rngs is None and isinstance(leaf, nnx.Dropout) and not leaf.deterministic
+                and leaf.rate > 0 and leaf.rngs is None):
+            raise ValueError(f"{type(leaf).__name__} in train mode draws randomness: port the "
+                             "model with rngs=nnx.Rngs(...), or call it with "
+                             "rngs=nnx.Rngs(dropout=...)")
         kwargs["rngs"] = rngs
     return _amap(wrap, leaf(*args, **kwargs))
 

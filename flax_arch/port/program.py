@@ -38,14 +38,18 @@ class TracedModule(nnx.Module):
 class Ported(Stochastic):
     """A torch module rebuilt by :func:`port`. ``ported(*inputs, rngs=None)``: tensors of
     rank >= 3 channels-last in and out (torch's layout with ``channels_last=False``); the
-    train-mode graph runs after ``.train()``, the eval-mode one after ``.eval()``; ``rngs``
-    feeds dropout and stochastic depth in train mode."""
+    train-mode graph runs after ``.train()``, the eval-mode one after ``.eval()``.
+
+    Randomness (dropout, stochastic depth, a recurrent layer's dropout in train mode) comes
+    from the ``rngs`` the port was given, held as ``nnx.Dropout`` holds its own (a fork,
+    advanced by every call), or from the call's ``rngs``, which wins."""
 
     def __init__(self, train_program: _Program, eval_program: _Program, channels_last: bool,
-                 training: bool):
+                 training: bool, rngs: nnx.Rngs | None):
         self._train_program, self._eval_program = train_program, eval_program
         self._channels_last = channels_last
         self.deterministic = not training  # what nnx's .train() / .eval() set
+        self.rngs = rngs.fork() if rngs is not None else nnx.data(None)
 
     def _attr(self, path: str):
         *parent, name = path.split(".")
@@ -57,6 +61,7 @@ class Ported(Stochastic):
 
     def __call__(self, *inputs, rngs: nnx.Rngs | None = None):
         program = self._eval_program if self.deterministic else self._train_program
+        rngs = self.rngs if rngs is None else rngs
         held = (lambda a: _T(a, _cl(a.ndim))) if self._channels_last else _T
         placeholders = [s for s in program.steps if s.op == "placeholder"]
         if len(inputs) > len(placeholders) or any(

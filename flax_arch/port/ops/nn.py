@@ -125,8 +125,8 @@ def _interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=
 
 def _need_rngs(rngs, what):
     if rngs is None:
-        raise ValueError(f"{what} in train mode draws randomness: call the ported model with "
-                         "rngs=nnx.Rngs(dropout=...)")
+        raise ValueError(f"{what} in train mode draws randomness: port the model with "
+                         "rngs=nnx.Rngs(...), or call it with rngs=nnx.Rngs(dropout=...)")
     return rngs.dropout()
 
 
