@@ -138,6 +138,8 @@ def jax_forward(p: Pair, seed: int) -> JaxStep:
     model.eval()
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree.flatten(state)
+    # on the device once: a NumPy leaf would be copied in again at every call
+    leaves = jax.device_put(leaves)
     stochastic = p.stochastic
 
     def forward(leaves, inputs, key):

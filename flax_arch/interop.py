@@ -179,7 +179,7 @@ def uninitialised(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             key = jax.random.key(seed)
             return jax.random.split(key, x.shape) if x.shape else key
-        return np.zeros(x.shape, x.dtype)
+        return jax.device_put(np.zeros(x.shape, x.dtype))  # no program compiled per shape
 
     graphdef, state = nnx.split(nnx.eval_shape(build))
     return nnx.merge(graphdef, jax.tree.map(concrete, state))
@@ -216,7 +216,9 @@ def load_torch_state_dict(
     if strict and (missing or unexpected or mismatched):
         raise StateDictError(missing, unexpected, mismatched)
     for variable, value in updates:
-        variable[...] = value
+        # replaced, not written into: a variable holding a NumPy array would otherwise keep
+        # it, and every compiled call would copy it to the device again
+        variable.set_value(value)
     return LoadReport(missing, unexpected, mismatched)
 
 

@@ -127,6 +127,8 @@ def test_an_uninitialised_model_takes_torch_weights_like_an_initialised_one():
     assert all(not np.any(np.asarray(v)) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     for model in (eager, abstract):
         flax_arch.load_torch_state_dict(model, torch_model.state_dict())
+        # device arrays, not NumPy ones a compiled call would copy in again at every call
+        assert all(isinstance(v, jax.Array) for v in jax.tree.leaves(nnx.state(model)))
     x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
     eps = np.random.default_rng(1).standard_normal((2, 20)).astype(np.float32)
     for a, b in zip(jax.tree.leaves(eager(x, eps=eps)), jax.tree.leaves(abstract(x, eps=eps))):
