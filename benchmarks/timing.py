@@ -25,7 +25,8 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    (:func:`stats.precise`) or the budget is spent.
 
 The garbage collector is off meanwhile. The budget is ``budget_s``, or ``MIN_BUDGET_ROUNDS``
-rounds where those take longer.
+rounds where those take longer; the rounds left out as disturbed do not count against it, up
+to ``MAX_BUDGET_FACTOR`` budgets in all.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 from . import stats
 
 __all__ = ["Timing", "MachineCheck", "measure", "alone", "check_machine", "machine_control",
-           "MIN_BUDGET_ROUNDS", "LEAD_IN_S"]
+           "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "LEAD_IN_S"]
 
 # The untimed lead-in before every block: measured by benchmarks/leadin.py (a 5 ms lead-in
 # left JAX's blocks 7-22% spread; 25 ms brought them to 0-3%).
@@ -51,6 +52,9 @@ LEAD_IN_S = 0.025
 # A case's budget is at least this many rounds: enough for the calibration, a settled warm-up
 # and stats.MIN_ROUNDS rounds of a step slower than the budget allows, with room for more.
 MIN_BUDGET_ROUNDS = 16
+# Rounds a paused host disturbed do not count against the budget (sampling goes on while the
+# interval is wide), up to this many budgets in all.
+MAX_BUDGET_FACTOR = 3.0
 
 
 @dataclass
@@ -160,9 +164,11 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
             seen[name].append(per_call)
             return per_call, cpu
 
-        def over(share: float) -> bool:  # past this share of the case's budget?
+        def over(share: float, lost_s: float = 0.0) -> bool:
+            """Past this share of the case's budget, not counting ``lost_s`` seconds?"""
             round_s = sum((calls[n] + lead[n]) * statistics.median(seen[n]) for n in names)
-            return time.perf_counter() - t0 >= share * max(budget_s, MIN_BUDGET_ROUNDS * round_s)
+            spent = time.perf_counter() - t0 - lost_s
+            return spent >= share * max(budget_s, MIN_BUDGET_ROUNDS * round_s)
 
         warm = {n: [] for n in names}
         settled = {n: False for n in names}
@@ -178,20 +184,27 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
         cpu = {n: [] for n in names}
         kept: list[bool] = []
         ratios: dict[str, list[float]] = {}
+        round_s: list[float] = []
         while True:
+            start = time.perf_counter()
             for name in _rotated(names, r):
                 per_call, share = block(name)
                 blocks[name].append(per_call)
                 cpu[name].append(share)
             r += 1
+            round_s.append(time.perf_counter() - start)
             kept = stats.steady_rounds(cpu)
             ratios = {f"{a}/{b}": stats.paired_ratios(blocks[a], blocks[b], kept)
                       for a, b in pairs}
             if rounds is not None:
                 if len(kept) >= rounds:
                     break
-            elif all(stats.precise(x, min_rounds) for x in ratios.values()) or over(1.0):
+            elif all(stats.precise(x, min_rounds) for x in ratios.values()):
                 break
+            else:  # the budget: disturbed rounds do not count, up to MAX_BUDGET_FACTOR in all
+                lost = sum(s for s, k in zip(round_s, kept) if not k)
+                if over(1.0, lost) or over(MAX_BUDGET_FACTOR):
+                    break
         wall = time.perf_counter() - t0
         cpu1 = _cpu_seconds()
     finally:
