@@ -9,8 +9,9 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
 2. Warm-up: one side at a time, its blocks back to back (no lead-in needed: each follows
    the same side) until their times settle (:func:`stats.settled`), at most half the budget
    in all; discarded.
-3. Rounds: one block of every side, their order rotating each round. **Each timed block
-   follows an untimed lead-in of the same side.** On a 2-core machine torch's OpenMP workers
+3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a
+   linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
+   of the same side**, or the same side's previous block (B A after A B). On a 2-core machine torch's OpenMP workers
    keep spinning for milliseconds after a torch call before they sleep, and XLA's threads lose
    the cores to them: a JAX block timed right after a torch block ran 30-45% slow (the ``mlp``
    forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
@@ -51,7 +52,7 @@ __all__ = ["Timing", "MachineCheck", "measure", "alone", "check_machine", "machi
 LEAD_IN_S = 0.025
 # A case's budget is at least this many rounds: enough for the calibration, a settled warm-up
 # and stats.MIN_ROUNDS rounds of a step slower than the budget allows, with room for more.
-MIN_BUDGET_ROUNDS = 16
+MIN_BUDGET_ROUNDS = 12
 # Rounds a paused host disturbed do not count against the budget (sampling goes on while the
 # interval is wide), up to this many budgets in all.
 MAX_BUDGET_FACTOR = 3.0
@@ -93,8 +94,9 @@ def _calls_for(seconds: float, per_call_s: float) -> int:
     return max(1, min(10_000, math.ceil(seconds / max(per_call_s, 1e-7))))
 
 
-def _rotated(names: list[str], r: int) -> list[str]:
-    return names[r % len(names):] + names[:r % len(names)]
+def _ordered(names: list[str], r: int) -> list[str]:
+    """Round ``r``'s order: the sides forward, then backward (A B C, C B A, A B C, ...)."""
+    return names if r % 2 == 0 else names[::-1]
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -185,10 +187,12 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
         kept: list[bool] = []
         ratios: dict[str, list[float]] = {}
         round_s: list[float] = []
+        previous = None
         while True:
             start = time.perf_counter()
-            for name in _rotated(names, r):
-                per_call, share = block(name)
+            for name in _ordered(names, r):
+                per_call, share = block(name, lead_in=name != previous)
+                previous = name
                 blocks[name].append(per_call)
                 cpu[name].append(share)
             r += 1

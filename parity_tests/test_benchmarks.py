@@ -485,6 +485,25 @@ def test_measure_stops_once_the_interval_is_narrow(clock):
     assert clock.wall < 2.0 and t.verdict() == (True, [])
 
 
+def test_rounds_run_forward_then_backward_and_a_block_after_its_own_side_needs_no_lead_in(
+        clock):
+    """J T | T J | J T | ...: a lead-in only where the side changes (5 of JAX's 8 blocks, 4 of
+    torch's), beside 2 calibrating calls and 6 warm-up blocks per side."""
+    calls = {"jax": 0, "torch_eager": 0}
+
+    def side(name):
+        def run():
+            calls[name] += 1
+            clock.run(0.005)
+        return run
+
+    t = timing.measure({n: side(n) for n in calls}, block_s=0.025, budget_s=2.0)
+    assert t.calls_per_block == t.lead_in_calls == {"jax": 5, "torch_eager": 5}
+    assert len(t.kept) == stats.MIN_ROUNDS == 8
+    assert calls == {"jax": 2 + 6 * 5 + 8 * 5 + 5 * 5, "torch_eager": 2 + 6 * 5 + 8 * 5 + 4 * 5}
+    assert timing._ordered(["a", "b", "c"], 1) == ["c", "b", "a"]
+
+
 def test_measure_spends_the_budget_on_a_noisy_ratio_and_flags_it(clock):
     rng = np.random.default_rng(0)
     noisy = lambda n: 0.004 * math.exp(rng.standard_normal())  # noqa: E731: 100% spread
