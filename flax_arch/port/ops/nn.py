@@ -60,8 +60,24 @@ def _ntuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+def _batched(n: int, fn):
+    """``fn`` on a batched (N, C, *spatial) input; torch's unbatched (C, *spatial) form gets
+    a batch axis of one, removed after."""
+
+    def impl(x, *args, **kwargs):
+        if x.ndim == n + 1:
+            return _squeeze_batch(fn(_T(x.torch()[None]), *args, **kwargs))
+        return fn(x, *args, **kwargs)
+
+    return impl
+
+
+def _squeeze_batch(y: _T) -> _T:
+    return _T(y.torch()[0])
+
+
 def _conv(n: int):
-    """F.conv1d / F.conv2d: channels-last input, torch-layout (O, I/g, *k) weight."""
+    """F.conv1d / 2d / 3d: channels-last input, torch-layout (O, I/g, *k) weight."""
 
     def impl(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         w = weight.torch()
@@ -81,7 +97,39 @@ def _conv(n: int):
             y = y + bias.torch().reshape((1,) * (n + 1) + (-1,))
         return _T(y, _cl(n + 2))
 
-    return impl
+    return _batched(n, impl)
+
+
+def _conv_transpose(n: int):
+    """F.conv_transpose1d / 2d / 3d: the gradient of a convolution, as a convolution of the
+    input dilated by the stride with the flipped kernel; torch-layout (I, O/g, *k) weight."""
+
+    def impl(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+             dilation=1):
+        w = weight.torch()
+        cin, coutg, *k = w.shape
+        w = w.reshape(groups, cin // groups, coutg, *k)
+        w = jnp.swapaxes(w, 1, 2).reshape(groups * coutg, cin // groups, *k)
+        w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
+        st, dil = _ntuple(stride, n), _ntuple(dilation, n)
+        pads = [(d * (kk - 1) - p, d * (kk - 1) - p + o) for kk, p, o, d in zip(
+            k, _ntuple(padding, n), _ntuple(output_padding, n), dil)]
+        lhs = "N" + "DHW"[3 - n:] + "C"
+        y = lax.conv_general_dilated(x.cl(), w, (1,) * n, pads, lhs_dilation=st,
+                                     rhs_dilation=dil,
+                                     dimension_numbers=(lhs, "OI" + "DHW"[3 - n:], lhs),
+                                     feature_group_count=groups)
+        if bias is not None:
+            y = y + bias.torch().reshape((1,) * (n + 1) + (-1,))
+        return _T(y, _cl(n + 2))
+
+    return _batched(n, impl)
+
+
+@op("bilinear")
+def _bilinear(x1, x2, weight, bias=None):
+    y = jnp.einsum("...i,oij,...j->...o", x1.torch(), weight.torch(), x2.torch())
+    return _T(y if bias is None else y + bias.torch())
 
 
 def _flax_layer(name: str):
@@ -168,7 +216,9 @@ def _embedding(indices, weight, padding_idx=None, max_norm=None, norm_type=2.0,
 
 
 for _name, _impl in {
-        "conv1d": _conv(1), "conv2d": _conv(2),
+        "conv1d": _conv(1), "conv2d": _conv(2), "conv3d": _conv(3),
+        "conv_transpose1d": _conv_transpose(1), "conv_transpose2d": _conv_transpose(2),
+        "conv_transpose3d": _conv_transpose(3),
         "matmul": _torch_order(jnp.matmul), "mm": _torch_order(jnp.matmul),
         "bmm": _torch_order(jnp.matmul), "einsum": _torch_order(jnp.einsum),
 }.items():
