@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "float32, tf32 = TF32 tensor cores (default highest)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="warm-up and timing budget per model and mode, compilation apart "
-                        "(default 60, --quick 2); sampling stops earlier once both sides' "
-                        "spread is small, and a case that runs out is marked unstable")
+                        "(default 60, --quick 2); sampling stops earlier once the speedup's "
+                        "interval is within +-5%%, and a case whose interval is then wider "
+                        "than +-10%% is marked unstable")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="start no new model after this many seconds; the rest are reported "
                         "as skipped")
