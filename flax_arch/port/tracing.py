@@ -3,6 +3,7 @@ forward reads its inputs' shapes, a tracer that runs the example inputs alongsid
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
@@ -16,6 +17,7 @@ def _tracers():
     """fx's tracer with the port's leaves, and one whose shape queries answer with the
     example inputs' sizes (for a forward that checks its input's shape: torch.export
     specialises on static shapes the same way)."""
+    import torch
     import torch.fx as fx
 
     class Tracer(fx.Tracer):
@@ -55,6 +57,15 @@ def _tracers():
 
         def proxy(self, node):
             return ShapeProxy(node, self)
+
+        def to_bool(self, obj):
+            """Control flow on what the example inputs fix (a shape, ``is_nested``, a flag)
+            follows them, as torch.export specialises; on a tensor's values it stays fx's
+            error (another input could take the other branch)."""
+            value = obj.node.meta["value"]
+            if isinstance(value, torch.Tensor):
+                return super().to_bool(obj)
+            return bool(value)
 
         def getattr(self, attr, attr_val, parameter_proxy_cache):
             if self.eager:
@@ -102,7 +113,12 @@ def _trace(module, example_inputs):
 
     Tracer, ShapeTracer = _tracers()
     concrete = {}
-    for p in list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]:
+    params = list(inspect.signature(module.forward).parameters.values())
+    for p, x in zip(params, example_inputs):  # None, a flag, a number: fixed in the graph
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and (
+                x is None or isinstance(x, (bool, int, float, str))):
+            concrete[p.name] = x
+    for p in params[len(example_inputs):]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.default is p.empty:
@@ -120,18 +136,57 @@ def _trace(module, example_inputs):
                       for x in example_inputs]
             saved = copy.deepcopy(module.state_dict())
             try:
-                with torch.no_grad(), torch.random.fork_rng():
-                    graph = ShapeTracer([*inputs, *concrete.values()]).trace(
+                with torch.no_grad(), torch.random.fork_rng(), _proxy_dtypes():
+                    defaults = [concrete[p.name] for p in params[len(inputs):]
+                                if p.name in concrete]
+                    graph = ShapeTracer([*inputs, *defaults]).trace(
                         module, concrete_args=concrete or None)
-            except Exception:  # noqa: BLE001 - data-dependent control flow: fx's own error
+            except Exception as again:  # noqa: BLE001 - data-dependent control flow
                 raise PortError(f"port: torch.fx cannot trace {type(module).__name__}: "
-                                f"{err}") from err
+                                f"{err}" + (f" (and with the example's shapes: {again})"
+                                            if str(again) != str(err) else "")) from err
             finally:  # the eager run may have updated running statistics
                 module.load_state_dict(saved)
             shapes = tuple(tuple(x.shape) if hasattr(x, "shape") else None for x in inputs)
+            # the queries that only steered the forward's control flow (``x.is_nested``,
+            # ``x.dim() == 3``) were answered while tracing: dropped where nothing reads them
+            graph.eliminate_dead_code(is_impure_node=_keeps)
     finally:  # fx leaves the tensor constants it lifts on the module: take them back
         added = {name: vars(module)[name] for name in set(vars(module)) - before}
         for name in added:
             delattr(module, name)
     return graph, added, shapes
+
+
+def _keeps(node) -> bool:
+    """A node that dead-code elimination keeps though nothing reads it: a module call, or
+    one that writes in place (``add_``, ``operator.iadd``, ``inplace=True``)."""
+    import operator
+
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return (node.op in ("placeholder", "output", "call_module")
+            or (name.endswith("_") and not name.endswith("__"))
+            or node.kwargs.get("inplace") is True
+            or node.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv))
+
+
+@contextlib.contextmanager
+def _proxy_dtypes():
+    """torch.nn.functional._none_or_dtype (nn.MultiheadAttention asks it of its mask) answers
+    for a traced value with the example's dtype, as it does for a tensor."""
+    import torch.fx as fx
+    import torch.nn.functional as F
+
+    original = F._none_or_dtype
+
+    def none_or_dtype(value):
+        if isinstance(value, fx.Proxy) and "value" in value.node.meta:
+            return value.node.meta["value"].dtype
+        return original(value)
+
+    F._none_or_dtype = none_or_dtype
+    try:
+        yield
+    finally:
+        F._none_or_dtype = original
 

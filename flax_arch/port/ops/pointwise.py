@@ -86,6 +86,7 @@ _POINTWISE = {
     "mish": lambda x: x * jnp.tanh(_softplus(x)), "logsigmoid": jax.nn.log_sigmoid,
 }
 _POINTWISE["clip"] = _POINTWISE["clamp"]
+_POINTWISE["masked_fill"] = lambda x, mask, value: jnp.where(mask, value, x).astype(x.dtype)
 
 for _name, _fn in _POINTWISE.items():
     op(_name)(_pointwise(_fn))
