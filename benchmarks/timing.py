@@ -100,16 +100,18 @@ def _ordered(names: list[str], r: int) -> list[str]:
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds the machine's cores were busy, all processes and hypervisor steal;
-    CPU seconds of this process, all threads) so far, or None without ``/proc/stat``."""
+    """(CPU seconds the machine's cores were busy, all processes; CPU seconds of this process,
+    all threads) so far, or None without ``/proc/stat``. Hypervisor steal is not counted as
+    busy: a host that pauses this machine is seen, and left out, round by round by the
+    rounds' CPU time / wall time."""
     try:
         with open("/proc/stat") as f:
             ticks = [int(t) for t in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = ticks
     own = os.times()
-    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+    return ((user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"),
             own.user + own.system)
 
 
@@ -145,7 +147,7 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
     gc.collect()
     gc_enabled = gc.isenabled()
     gc.disable()
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    t0 = time.perf_counter()
     try:
         calls, lead, seen = {}, {}, {}
         for name in names:  # the first call may pay for allocations; the second calibrates
@@ -172,11 +174,14 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
             spent = time.perf_counter() - t0 - lost_s
             return spent >= share * max(budget_s, MIN_BUDGET_ROUNDS * round_s)
 
-        warm = {n: [] for n in names}
+        warm = {n: [] for n in names}  # the undisturbed warm-up blocks
         settled = {n: False for n in names}
         for i, name in enumerate(names):
+            blocks_and_cpu: list[tuple[float, float | None]] = []
             while not settled[name] and not over(0.5 * (i + 1) / len(names)):
-                warm[name].append(block(name, lead_in=False)[0])
+                blocks_and_cpu.append(block(name, lead_in=False))
+                steady = stats.steady_rounds({name: [c for _, c in blocks_and_cpu]})
+                warm[name] = [b for (b, _), k in zip(blocks_and_cpu, steady) if k]
                 settled[name] = stats.settled(warm[name])
         r = 0
         calibrate({n: statistics.median(warm[n][-stats.SETTLE_WINDOW:] or seen[n])
@@ -187,9 +192,10 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
         kept: list[bool] = []
         ratios: dict[str, list[float]] = {}
         round_s: list[float] = []
+        round_others: list[tuple[float, float] | None] = []  # (others' CPU s, wall s)
         previous = None
         while True:
-            start = time.perf_counter()
+            start, before = time.perf_counter(), _cpu_seconds()
             for name in _ordered(names, r):
                 per_call, share = block(name, lead_in=name != previous)
                 previous = name
@@ -197,6 +203,9 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
                 cpu[name].append(share)
             r += 1
             round_s.append(time.perf_counter() - start)
+            after = _cpu_seconds()
+            round_others.append(None if before is None or after is None else (
+                (after[0] - before[0]) - (after[1] - before[1]), round_s[-1]))
             kept = stats.steady_rounds(cpu)
             ratios = {f"{a}/{b}": stats.paired_ratios(blocks[a], blocks[b], kept)
                       for a, b in pairs}
@@ -210,13 +219,16 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
                 if over(1.0, lost) or over(MAX_BUDGET_FACTOR):
                     break
         wall = time.perf_counter() - t0
-        cpu1 = _cpu_seconds()
     finally:
         if gc_enabled:
             gc.enable()
+    # other processes' use of the cores during the undisturbed rounds: a competitor that ran
+    # throughout lowers every round alike, which the per-round filter cannot see
+    measured = [o for o, k in zip(round_others, kept) if k and o is not None]
     others = None
-    if cpu0 is not None and cpu1 is not None:
-        others = stats.other_cores(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall)
+    if measured and sum(w for _, w in measured) > 0:
+        others = stats.other_cores(sum(o for o, _ in measured), 0.0,
+                                   sum(w for _, w in measured))
     return Timing(blocks, cpu, kept, pairs, settled, {n: len(warm[n]) for n in names}, calls,
                   lead, others, wall, ratios)
 
