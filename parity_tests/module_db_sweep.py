@@ -31,6 +31,7 @@ import torch
 from flax import nnx
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")  # as the test suite runs
 
 from torch.testing._internal.common_modules import module_db  # noqa: E402
 

@@ -627,14 +627,14 @@ def user_op(x):
 class Untranslatable(nn.Module):
     def __init__(self):
         super().__init__()
-        self.attn = nn.MultiheadAttention(4, 2)
+        self.unfold = nn.Unfold(2)  # no flax_arch layer: traced through to F.unfold
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):  # L x N x 4
         y = user_op(self.fc(x))
         z = torch.fft.rfft(y).real
         w = F.interpolate(x, scale_factor=2.0, mode="linear", antialias=True)
-        return self.attn(y, y, y)[0], z, w
+        return self.unfold(y), z, w
 
 
 def test_refusal_names_every_op_and_node_before_building(monkeypatch):
@@ -652,16 +652,17 @@ def test_refusal_names_every_op_and_node_before_building(monkeypatch):
                  "torch.fft.rfft at node 'fft_rfft' (train and eval mode): no JAX translation",
                  "torch.nn.functional.interpolate at node 'interpolate' (train and eval mode): "
                  "antialias=True",
-                 "torch.nn.MultiheadAttention at node 'attn' in module 'attn' (train and eval "
-                 "mode): no flax_arch layer"):
+                 "torch.nn.functional.unfold at node 'unfold' in module 'unfold' (train and "
+                 "eval mode): no JAX translation"):
         assert line in message, message
 
 
 def test_refusal_names_a_layer_argument_and_the_module_path():
     model = nn.Sequential(nn.Sequential(nn.Embedding(5, 3, scale_grad_by_freq=True)))
-    with pytest.raises(PortError, match=r"torch.nn.Embedding at node '_0_0' in module '0.0' "
-                                        r"\(train and eval mode\): flax_arch's Embedding does "
-                                        r"not take scale_grad_by_freq=True"):
+    # flax_arch's Embedding does not take it: traced through, to F.embedding, which refuses
+    with pytest.raises(PortError, match=r"torch.nn.functional.embedding at node 'embedding' in "
+                                        r"module '0.0' \(train and eval mode\): "
+                                        r"scale_grad_by_freq=True"):
         port(model, torch.zeros(2, 4, dtype=torch.long))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -59,6 +60,15 @@ class Ported(Stochastic):
             return _T(jnp.asarray(_rules_for(owner).get(name, IDENTITY).to_torch(obj[...])))
         return obj
 
+    def _write(self, path: str, value: _T) -> None:
+        """An in-place update of a buffer (``running_mean.mul_(...)``, F.batch_norm's running
+        statistics) written back to its Variable."""
+        *parent, name = path.split(".")
+        owner = functools.reduce(getattr, parent, self)
+        var = getattr(owner, name)
+        new = _rules_for(owner).get(name, IDENTITY).from_torch(value.torch())
+        var[...] = jnp.asarray(new).astype(var[...].dtype)
+
     def __call__(self, *inputs, rngs: nnx.Rngs | None = None):
         program = self._eval_program if self.deterministic else self._train_program
         rngs = self.rngs if rngs is None else rngs
@@ -78,6 +88,13 @@ class Ported(Stochastic):
                     f"this port was traced for inputs of torch shapes {program.shapes} (its "
                     f"forward reads its inputs' shapes, so fx could only trace it at the "
                     f"example's); got {got}: port it again with examples of these shapes")
+        # torch broadcasts implicitly: its ops' translations may too, whatever the caller's
+        # jax_numpy_rank_promotion
+        with jax.numpy_rank_promotion("allow"):
+            return self._run(program, env, rngs)
+
+    def _run(self, program: _Program, env: dict, rngs):
+        attrs = {}  # the get_attr steps' names -> the attribute paths they read
         for step in program.steps:
             if step.op == "placeholder":
                 if step.name not in env:
@@ -85,6 +102,7 @@ class Ported(Stochastic):
                 continue
             if step.op == "get_attr":
                 env[step.name] = self._attr(step.target)
+                attrs[step.name] = step.target
                 continue
             args, kwargs = _resolve(step.args, env), _resolve(step.kwargs, env)
             if step.op == "output":
@@ -95,9 +113,16 @@ class Ported(Stochastic):
                 if getattr(step.fn, "random", False):
                     kwargs["rngs"] = rngs
                 out = step.fn(*args, **kwargs)
+                if getattr(step.fn, "writes", False):  # (result, {argument index: new value})
+                    out, updates = out
+                    for i, value in updates.items():
+                        if isinstance(step.args[i], _Ref) and step.args[i].name in attrs:
+                            self._write(attrs[step.args[i].name], value)
             env[step.name] = out
             if step.inplace and step.args and isinstance(step.args[0], _Ref):
                 env[step.args[0].name] = out  # later readers of the input see the update
+                if step.args[0].name in attrs:
+                    self._write(attrs[step.args[0].name], out)
         raise AssertionError("a graph without an output node")
 
 

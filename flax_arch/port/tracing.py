@@ -136,7 +136,7 @@ def _trace(module, example_inputs):
                       for x in example_inputs]
             saved = copy.deepcopy(module.state_dict())
             try:
-                with torch.no_grad(), torch.random.fork_rng(), _proxy_dtypes():
+                with torch.no_grad(), torch.random.fork_rng(), _tracing_patches():
                     defaults = [concrete[p.name] for p in params[len(inputs):]
                                 if p.name in concrete]
                     graph = ShapeTracer([*inputs, *defaults]).trace(
@@ -171,22 +171,28 @@ def _keeps(node) -> bool:
 
 
 @contextlib.contextmanager
-def _proxy_dtypes():
-    """torch.nn.functional._none_or_dtype (nn.MultiheadAttention asks it of its mask) answers
-    for a traced value with the example's dtype, as it does for a tensor."""
+def _tracing_patches():
+    """Two of torch.nn's helpers answer for a traced value while the shape tracer runs:
+    ``F._none_or_dtype`` (nn.MultiheadAttention asks it of its mask) with the example's
+    dtype, as for a tensor; and the Transformer's ``_detect_is_causal_mask``, which compares
+    the mask's values with a causal one only to set a hint (``is_causal``: torch uses the
+    mask either way), with the hint as given."""
     import torch.fx as fx
     import torch.nn.functional as F
+    from torch.nn.modules import transformer
 
-    original = F._none_or_dtype
+    none_or_dtype, detect = F._none_or_dtype, transformer._detect_is_causal_mask
 
-    def none_or_dtype(value):
+    def proxy_dtype(value):
         if isinstance(value, fx.Proxy) and "value" in value.node.meta:
             return value.node.meta["value"].dtype
-        return original(value)
+        return none_or_dtype(value)
 
-    F._none_or_dtype = none_or_dtype
+    def given_hint(mask, is_causal=None, size=None):
+        return bool(is_causal)
+
+    F._none_or_dtype, transformer._detect_is_causal_mask = proxy_dtype, given_hint
     try:
         yield
     finally:
-        F._none_or_dtype = original
-
+        F._none_or_dtype, transformer._detect_is_causal_mask = none_or_dtype, detect

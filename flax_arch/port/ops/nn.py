@@ -231,3 +231,66 @@ for _n in (1, 2, 3):
                        ("adaptive_max_pool", "AdaptiveMaxPool")):
         if hasattr(fnn, f"{_layer}{_n}d"):
             op(f"{_f}{_n}d")(_flax_layer(f"{_layer}{_n}d"))
+
+
+def _channels(v, r):
+    """A per-channel (C,) vector as an array that broadcasts over a torch (N, C, *) value."""
+    return None if v is None else v.torch().reshape((1, -1) + (1,) * (r - 2))
+
+
+@op("batch_norm", writes=True)
+def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+    """F.batch_norm over every axis but the channel axis 1; in training, on the batch's
+    statistics, with the running statistics updated in place as torch's (unbiased var)."""
+    a, r = x.torch(), x.ndim
+    axes = tuple(d for d in range(r) if d != 1)
+    updates = {}
+    if training or running_mean is None:
+        mean = jnp.mean(a, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(a - mean), axis=axes, keepdims=True)
+        if training and running_mean is not None:
+            n = a.size // a.shape[1]
+            m = 0.1 if momentum is None else momentum
+            updates[1] = _T((1 - m) * running_mean.torch() + m * mean.reshape(-1))
+            updates[2] = _T((1 - m) * running_var.torch() + m * var.reshape(-1) * n / (n - 1))
+    else:
+        mean, var = _channels(running_mean, r), _channels(running_var, r)
+    y = (a - mean) * lax.rsqrt(var + eps)
+    if weight is not None:
+        y = y * _channels(weight, r)
+    if bias is not None:
+        y = y + _channels(bias, r)
+    return _T(y), updates
+
+
+@op("group_norm")
+def _group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    a, r = x.torch(), x.ndim
+    g = a.reshape(a.shape[0], num_groups, -1)
+    mean = jnp.mean(g, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(g - mean), axis=-1, keepdims=True)
+    y = ((g - mean) * lax.rsqrt(var + eps)).reshape(a.shape)
+    if weight is not None:
+        y = y * _channels(weight, r)
+    if bias is not None:
+        y = y + _channels(bias, r)
+    return _T(y)
+
+
+@op("normalize")
+def _normalize(x, p=2.0, dim=1, eps=1e-12, out=None):
+    a, i = x.a, x.ax(dim)
+    if p == 2:
+        norm = jnp.sqrt(jnp.sum(jnp.square(a), axis=i, keepdims=True))
+    else:
+        norm = jnp.sum(jnp.abs(a) ** p, axis=i, keepdims=True) ** (1 / p)
+    return _T(a / jnp.maximum(norm, eps), x.p)
+
+
+@op("bernoulli", random=True)
+def _bernoulli(x, p=None, *, generator=None, rngs=None):
+    """torch.bernoulli(probabilities) / Tensor.bernoulli_(p): ones with probability p."""
+    prob = x.a if p is None else (p.to(x.p) if isinstance(p, _T) else p)
+    keep = jax.random.bernoulli(_need_rngs(rngs, "bernoulli"), prob, x.a.shape)
+    return _T(keep.astype(x.a.dtype), x.p)

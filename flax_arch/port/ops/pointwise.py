@@ -86,6 +86,8 @@ _POINTWISE = {
     "mish": lambda x: x * jnp.tanh(_softplus(x)), "logsigmoid": jax.nn.log_sigmoid,
 }
 _POINTWISE["clip"] = _POINTWISE["clamp"]
+_POINTWISE["addcmul"] = lambda x, t1, t2, value=1: x + value * t1 * t2
+_POINTWISE["addcdiv"] = lambda x, t1, t2, value=1: x + value * t1 / t2
 _POINTWISE["masked_fill"] = lambda x, mask, value: jnp.where(mask, value, x).astype(x.dtype)
 
 for _name, _fn in _POINTWISE.items():

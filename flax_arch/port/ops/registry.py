@@ -6,7 +6,9 @@ kind of value. ``@op("cat", "concat")`` registers one under ``torch.cat``,
 ``torch.nn.functional.cat``, ``Tensor.cat`` (and their in-place ``cat_``) where torch has
 them; ``method_only=True`` registers a Tensor method that has no function of that name.
 ``check`` (the bound arguments -> why the port refuses them, or None) runs when the graph is
-translated; ``random=True`` marks an op that draws from the ported model's ``rngs``.
+translated; ``random=True`` marks an op that draws from the ported model's ``rngs``;
+``writes=True`` one that updates some of its arguments in place (F.batch_norm's running
+statistics): it returns ``(result, {argument index: new value})``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ METHODS: dict = {}  # Tensor methods without a function of the same name
 INPLACE_OPERATORS = {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv"}
 
 
-def op(*names: str, method_only: bool = False, check=None, random: bool = False):
+def op(*names: str, method_only: bool = False, check=None, random: bool = False,
+       writes: bool = False):
     """Registers the decorated translation under the torch names ``names``."""
     table = METHODS if method_only else FUNCTIONS
 
@@ -29,6 +32,8 @@ def op(*names: str, method_only: bool = False, check=None, random: bool = False)
             fn.check = check
         if random:
             fn.random = True
+        if writes:
+            fn.writes = True
         for name in names:
             if name in FUNCTIONS or name in METHODS:
                 raise ValueError(f"two translations of {name!r}")

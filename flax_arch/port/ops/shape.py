@@ -220,3 +220,51 @@ for _name, _impl in {
         "zeros_like": _like(jnp.zeros_like), "ones_like": _like(jnp.ones_like),
 }.items():
     op(_name)(_impl)
+
+
+@op("roll")
+def _roll(x, shifts, dims=None):
+    a = x.torch()
+    if dims is None:
+        return _T(jnp.roll(a.reshape(-1), shifts).reshape(a.shape))
+    return _T(jnp.roll(a, shifts, dims))
+
+
+@op("cumsum")
+def _cumsum(x, dim, *, dtype=None):
+    a = x.a if dtype is None else x.a.astype(dtype)
+    return _T(jnp.cumsum(a, axis=x.ax(dim)), x.p)
+
+
+@op("arange")
+def _arange(start, end=None, step=1, *, dtype=None, device=None, layout=None,
+            requires_grad=False, pin_memory=False, out=None):
+    if end is None:
+        start, end = 0, start
+    if dtype is None:  # torch: int64 for integers, its default float dtype otherwise
+        floats = any(isinstance(v, float) for v in (start, end, step))
+        dtype = jnp.float32 if floats else jnp.int64
+    return _T(jnp.arange(start, end, step, dtype=dtype))
+
+
+def _new(fill):
+    def impl(x, *size, dtype=None, device=None, layout=None, requires_grad=False,
+             pin_memory=False, **kwargs):
+        shape = _shape_arg(size)
+        return _T(jnp.full(shape, fill(**kwargs), dtype=dtype or x.a.dtype))
+
+    return impl
+
+
+for _name, _impl in {
+        "new_zeros": _new(lambda: 0), "new_ones": _new(lambda: 1),
+        # torch leaves new_empty's values unspecified: zeros here
+        "new_empty": _new(lambda: 0),
+}.items():
+    op(_name, method_only=True)(_impl)
+
+
+@op("new_full", method_only=True)
+def _new_full(x, size, fill_value, *, dtype=None, device=None, layout=None,
+              requires_grad=False, pin_memory=False):
+    return _T(jnp.full(tuple(size), fill_value, dtype=dtype or x.a.dtype))
