@@ -107,3 +107,30 @@ def test_the_cpu_takes_the_matmul_on_small_maps_only():
             hlo = _lowered_cpu(fn, x)
             assert ("stablehlo.convolution" in hlo) == convs, (size, fn)
             assert bool(re.search(r"stablehlo.dot_general", hlo)) != convs, (size, fn)
+
+
+# ------------------------------------------------------------------ one-channel strided conv
+
+# (layer, input shape): a strided convolution of a one-channel input, where the CPU form is a
+# stride-1 convolution of the input folded by the stride.
+ONE_CHANNEL_CASES = {
+    "SEGAN's down block: kernel 31, stride 4":
+        (lambda **kw: nn.Conv1d(1, 3, 31, stride=4, **kw), (2, 160, 1)),
+    "kernel not a multiple of the stride, padded, length cropped":
+        (lambda **kw: nn.Conv1d(1, 2, 5, stride=3, padding=1, **kw), (2, 17, 1)),
+    "2-d, a stride per axis":
+        (lambda **kw: nn.Conv2d(1, 4, (5, 3), stride=(2, 3), padding=(2, 1), **kw),
+         (2, 9, 10, 1)),
+}
+
+
+@pytest.mark.parametrize("case", ONE_CHANNEL_CASES)
+def test_one_channel_strided_conv_matches_xla(case):
+    build, shape = ONE_CHANNEL_CASES[case]
+    model = build(rngs=nnx.Rngs(0), param_dtype=F64)
+    x = np.random.default_rng(0).standard_normal(shape)
+    with lowering.forms("rewrite"):
+        eqns = jax.make_jaxpr(lambda v: model(v))(x).eqns
+    convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
+    assert len(convs) == 1 and set(convs[0].params["window_strides"]) == {1}
+    assert_forms_agree(model, x)
