@@ -118,9 +118,9 @@ def run_pair(pair: Pair, modes: list[str], opts: Options, device: DeviceInfo, *,
                 note(f"{model} {mode}: failed: {rec.error}")
             rec.load_avg = os.getloadavg()[0]
             records.append(rec)
-            gc.collect()
-            if device.torch_device == "cuda":
-                torch.cuda.empty_cache()  # leave the card's memory to the next case's JAX
+            if device.torch_device == "cuda":  # leave the card's memory to the next case's JAX
+                gc.collect()  # (on CPU the next measure() collects before it times)
+                torch.cuda.empty_cache()
     return records
 
 
