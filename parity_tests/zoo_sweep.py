@@ -1,0 +1,162 @@
+"""Public model zoos through :func:`flax_arch.port`: torchvision classifiers, timm image
+models, Hugging Face transformers models built from small configs (no download).
+
+    python -m parity_tests.zoo_sweep [--only NAME ...] [--out FILE]
+
+Each model, random weights, float64, eval mode: ported at a small input, its output compared
+with torch's at max|diff| <= 1e-9 * max(1, max|torch|). Outcomes: *match*, *refused* (a
+PortError: the op or the tracing step that the port lacks, named), *WRONG*, *CRASH*.
+Needs the ``zoo`` extra (``pip install -e .[zoo]``). Results: ``parity_tests/zoo_sweep.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+import traceback
+
+import jax
+import numpy as np
+import torch
+
+jax.config.update("jax_enable_x64", True)
+
+import flax_arch  # noqa: E402
+from flax_arch.port import PortError  # noqa: E402
+
+TOL = 1e-9
+
+
+def torchvision_models():
+    import torchvision.models as tvm
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    image = torch.randn(1, 3, 64, 64)
+    for name in ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "alexnet",
+                 "vgg11", "squeezenet1_0", "densenet121", "googlenet", "mobilenet_v2",
+                 "mobilenet_v3_small", "mnasnet0_5", "shufflenet_v2_x0_5", "efficientnet_b0",
+                 "regnet_y_400mf", "regnet_x_400mf", "convnext_tiny"]:
+        kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        yield f"torchvision.{name}", (lambda n=name, k=kwargs: getattr(tvm, n)(
+            weights=None, **k)), (image,)
+    yield "torchvision.VisionTransformer(small)", lambda: VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+        mlp_dim=64), (torch.randn(1, 3, 32, 32),)
+
+
+def timm_models():
+    import timm
+
+    for name, size in [("resnet10t", 64), ("resnet18d", 64), ("mobilenetv3_small_050", 64),
+                       ("efficientnet_b0", 64), ("regnetx_002", 64), ("convnext_atto", 64),
+                       ("ghostnet_050", 64), ("mixer_s32_224", 64), ("vit_tiny_patch16_224", 32),
+                       ("deit_tiny_patch16_224", 32), ("swin_tiny_patch4_window7_224", 224),
+                       ("cspresnet50", 64), ("dla34", 64), ("dpn68", 64), ("rexnet_100", 64),
+                       ("hrnet_w18_small", 64), ("res2net50_14w_8s", 64), ("sebotnet33ts_256", 256),
+                       ("poolformer_s12", 64), ("levit_128s", 224)]:
+        kwargs = {"img_size": size} if name.startswith(("vit", "deit", "mixer")) else {}
+        yield f"timm.{name}", (lambda n=name, k=kwargs: timm.create_model(
+            n, pretrained=False, **k)), (torch.randn(1, 3, size, size),)
+
+
+def transformers_models():
+    import transformers as tf
+
+    ids = torch.randint(0, 100, (1, 8))
+    small = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64)
+    yield "transformers.BertModel", lambda: tf.BertModel(tf.BertConfig(**small)), (ids,)
+    yield "transformers.GPT2Model", lambda: tf.GPT2Model(tf.GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=2, n_head=2, use_cache=False)), (ids,)
+    yield "transformers.LlamaModel", lambda: tf.LlamaModel(tf.LlamaConfig(
+        **small, num_key_value_heads=2, use_cache=False)), (ids,)
+    yield "transformers.T5EncoderModel", lambda: tf.T5EncoderModel(tf.T5Config(
+        vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2)), (ids,)
+    yield "transformers.ViTModel", lambda: tf.ViTModel(tf.ViTConfig(
+        **{k: v for k, v in small.items() if k != "vocab_size"}, image_size=32,
+        patch_size=8)), (torch.randn(1, 3, 32, 32),)
+
+
+def leaves(out) -> list:
+    if isinstance(out, torch.Tensor) or hasattr(out, "ndim"):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in leaves(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in leaves(o)]
+    return []
+
+
+def check(build, inputs) -> tuple[str, float, str]:
+    torch.manual_seed(0)
+    model = build().to(torch.float64).eval()
+    inputs = tuple(x.to(torch.float64) if x.is_floating_point() else x for x in inputs)
+    ported = flax_arch.port(model, *inputs, channels_last=False)
+    with torch.no_grad():
+        ref = leaves(model(*inputs))
+    ours = leaves(ported(*[np.asarray(x.numpy()) for x in inputs]))
+    if len(ours) != len(ref):
+        return "WRONG", float("inf"), f"{len(ours)} outputs, torch has {len(ref)}"
+    worst = 0.0
+    for k, (o, r) in enumerate(zip(ours, ref)):
+        r = r.numpy()
+        if np.shape(o) != r.shape:
+            return "WRONG", float("inf"), f"output {k}: shape {np.shape(o)} != {r.shape}"
+        scale = max(1.0, float(np.max(np.abs(r), initial=0)))
+        worst = max(worst, float(np.max(np.abs(np.asarray(o) - r), initial=0)) / scale)
+    return ("match" if worst <= TOL else "WRONG"), worst, ""
+
+
+def sweep(only=()) -> dict:
+    results = {}
+    for family in (torchvision_models, timm_models, transformers_models):
+        try:
+            models = list(family())
+        except ImportError as err:
+            results[family.__name__] = ("skipped", 0.0, f"not installed: {err}", 0.0)
+            continue
+        for name, build, inputs in models:
+            if only and name not in only:
+                continue
+            start = time.perf_counter()
+            try:
+                outcome, err, detail = check(build, inputs)
+            except PortError as e:
+                outcome, err, detail = "refused", 0.0, " / ".join(
+                    line.strip() for line in str(e).splitlines()[1:4]) or str(e)[:300]
+            except Exception as e:  # noqa: BLE001
+                outcome, err = "CRASH", 0.0
+                detail = (f"{type(e).__name__}: {str(e)[:200]} @ "
+                          + traceback.format_exc().strip().splitlines()[-3].strip())
+            results[name] = (outcome, err, detail, time.perf_counter() - start)
+            print(f"{name:45s} {outcome:8s} {err:.1e} {time.perf_counter() - start:6.1f}s "
+                  f"{detail[:300]}", flush=True)
+    return results
+
+
+def report(results: dict) -> str:
+    counts = collections.Counter(r[0] for r in results.values())
+    lines = ["# Model zoos through flax_arch.port", "",
+             f"torch {torch.__version__}, jax {jax.__version__}; float64, eval-mode forward, "
+             f"tolerance {TOL:.0e} relative to max(1, max|torch|); "
+             "`python -m parity_tests.zoo_sweep`.", "",
+             f"{len(results)} models: " + ", ".join(f"{k} {v}" for k, v in
+                                                     sorted(counts.items())), "",
+             "| model | outcome | error | seconds | detail |", "|---|---|---|---|---|"]
+    for name, (outcome, err, detail, secs) in results.items():
+        lines.append(f"| {name} | {outcome} | {err:.1e} | {secs:.1f} | "
+                     f"{detail.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=())
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    text = report(sweep(set(args.only)))
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
