@@ -47,8 +47,9 @@ def port(module, *example_inputs, rngs: nnx.Rngs | None = None,
     try:
         for training in (True, False):
             module.train(training)
-            graph, lifted, shapes = _trace(module, example_inputs)
-            programs[training], found, consts = _translate(graph, module, lifted, shapes)
+            graph, lifted, shapes, out_spec = _trace(module, example_inputs)
+            programs[training], found, consts = _translate(graph, module, lifted, shapes,
+                                                           out_spec)
             for problem in found:
                 problems.setdefault(problem, []).append("train" if training else "eval")
             constants.update(consts)

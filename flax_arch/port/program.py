@@ -106,7 +106,9 @@ class Ported(Stochastic):
                 continue
             args, kwargs = _resolve(step.args, env), _resolve(step.kwargs, env)
             if step.op == "output":
-                return _tmap(_T.cl if self._channels_last else _T.torch, args[0])
+                out = args[0] if program.out_spec is None else _unflatten(list(args[0]),
+                                                                         program.out_spec)
+                return _tmap(_T.cl if self._channels_last else _T.torch, out)
             if step.op == "call_module":
                 out = _call_leaf(self._attr(step.target), step.layout, args, kwargs, rngs)
             else:
@@ -148,4 +150,25 @@ def _build(m, called: set[str], path: str) -> nnx.Module:
             return nnx.eval_shape(make)
         assert path not in called, why  # refused before anything was built
     return _fill(TracedModule(), m, called, f"{path}.")
+
+
+def _unflatten(leaves: list, spec):
+    """torch.export's flat outputs in the forward's structure: tuples, lists and namedtuples
+    as they are, dicts and dict-like outputs (a transformers ModelOutput) as dicts of their
+    fields."""
+    it = iter(leaves)
+
+    def build(s):
+        if s.is_leaf():
+            return next(it)
+        children = [build(c) for c in s.children_specs]
+        if s.type in (tuple, list):
+            return s.type(children)
+        if isinstance(s.type, type) and issubclass(s.type, tuple) and hasattr(s.type, "_fields"):
+            return s.type(*children)
+        if isinstance(s.context, (list, tuple)) and len(s.context) == len(children):
+            return dict(zip(s.context, children))
+        return tuple(children)
+
+    return build(spec)
 

@@ -4,6 +4,7 @@ forward reads its inputs' shapes, a tracer that runs the example inputs alongsid
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 
@@ -107,7 +108,6 @@ def _trace(module, example_inputs):
     """The module's fx graph (the forward's arguments after the example inputs at their
     defaults), the tensors fx lifted into it, and the example inputs' shapes where the graph
     holds them (None: the graph works for any shape)."""
-    import copy
 
     import torch
 
@@ -142,9 +142,14 @@ def _trace(module, example_inputs):
                     graph = ShapeTracer([*inputs, *defaults]).trace(
                         module, concrete_args=concrete or None)
             except Exception as again:  # noqa: BLE001 - data-dependent control flow
-                raise PortError(f"port: torch.fx cannot trace {type(module).__name__}: "
-                                f"{err}" + (f" (and with the example's shapes: {again})"
-                                            if str(again) != str(err) else "")) from err
+                try:
+                    return _export(module, inputs)
+                except Exception as last:  # noqa: BLE001 - torch.export's own errors
+                    raise PortError(
+                        f"port: torch.fx cannot trace {type(module).__name__}: {err}"
+                        + (f" (and with the example's shapes: {again})"
+                           if str(again) != str(err) else "")
+                        + f"; torch.export neither: {str(last).splitlines()[0][:300]}") from err
             finally:  # the eager run may have updated running statistics
                 module.load_state_dict(saved)
             shapes = tuple(tuple(x.shape) if hasattr(x, "shape") else None for x in inputs)
@@ -155,7 +160,7 @@ def _trace(module, example_inputs):
         added = {name: vars(module)[name] for name in set(vars(module)) - before}
         for name in added:
             delattr(module, name)
-    return graph, added, shapes
+    return graph, added, shapes, None
 
 
 def _keeps(node) -> bool:
@@ -196,3 +201,39 @@ def _tracing_patches():
         yield
     finally:
         F._none_or_dtype, transformer._detect_is_causal_mask = none_or_dtype, detect
+
+
+def _export(module, inputs):
+    """torch.export's graph of ATen ops, where fx cannot trace (Hugging Face models): its
+    parameter and buffer inputs become reads of the module's attributes of torch's names,
+    its lifted constants reads of its own; shapes fixed at the example's, as export fixes
+    them; the outputs' structure kept (``out_spec``)."""
+    import torch
+
+    saved = copy.deepcopy(module.state_dict())
+    try:
+        ep = torch.export.export(module, tuple(inputs), strict=False)
+    finally:
+        module.load_state_dict(saved)
+    gm = ep.graph_module
+    graph = gm.graph
+    sig = ep.graph_signature
+    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    lifted = {}
+    for node in list(graph.nodes):
+        if node.op != "placeholder":
+            continue
+        if node.name in names:
+            target = names[node.name]
+        elif node.name in sig.inputs_to_lifted_tensor_constants:
+            target = f"_export_constant_{len(lifted)}"
+            lifted[target] = ep.constants[sig.inputs_to_lifted_tensor_constants[node.name]]
+        else:
+            continue
+        with graph.inserting_before(node):
+            read = graph.get_attr(target)
+        node.replace_all_uses_with(read)
+        graph.erase_node(node)
+    shapes = tuple(tuple(x.shape) if hasattr(x, "shape") else None for x in inputs)
+    return graph, lifted, shapes, ep.call_spec.out_spec
+

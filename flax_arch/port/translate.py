@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .leaves import _LEAF_LAYOUTS, _leaf_spec
-from .ops import INPLACE_OPERATORS, function_table, method, public_name
+from .ops import FUNCTIONS, INPLACE_OPERATORS, function_table, method, public_name
 
 
 class _Ref:
@@ -38,10 +38,10 @@ class _Step:
 class _Program:
     """One traced graph, translated (hashed by identity: static data of the NNX module).
     ``shapes``: the torch shapes of the inputs it was traced for where its forward read them
-    (None: any shapes)."""
+    (None: any shapes); ``out_spec``: the structure of torch.export's flat outputs."""
 
-    def __init__(self, steps, shapes=None):
-        self.steps, self.shapes = tuple(steps), shapes
+    def __init__(self, steps, shapes=None, out_spec=None):
+        self.steps, self.shapes, self.out_spec = tuple(steps), shapes, out_spec
 
 
 
@@ -85,7 +85,7 @@ def _constant(module, target: str, lifted: dict):
     return None if name in m._parameters or name in m._buffers else getattr(m, name)
 
 
-def _translate(graph, module, lifted: dict, shapes):
+def _translate(graph, module, lifted: dict, shapes, out_spec=None):
     """The graph as a :class:`_Program`, what it cannot translate (``(op, node, why)``), and
     the tensors it reads that are no parameter or buffer (``lifted``: those fx made; the
     others are the module's plain tensor attributes).
@@ -114,11 +114,16 @@ def _translate(graph, module, lifted: dict, shapes):
                 fn, public = method(node.target), f"torch.Tensor.{node.target}"
                 inplace = node.target.endswith("_") and not node.target.endswith("__")
             else:
-                fn, public = table.get(node.target), public_name(node.target)
+                if _is_aten(node.target):
+                    fn, public = _aten(node.target), f"aten.{node.target._opname}." \
+                        f"{node.target._overloadname}"
+                else:
+                    fn, public = table.get(node.target), public_name(node.target)
                 if fn is None and isinstance(node.target, type) and hasattr(node.target,
                                                                             "_fields"):
                     fn = node.target  # a namedtuple of outputs (torchvision's GoogLeNet)
-                inplace = node.target in {getattr(operator, i) for i in INPLACE_OPERATORS}
+                inplace = node.target in {getattr(operator, i) for i in INPLACE_OPERATORS} or (
+                    _is_aten(node.target) and node.target._opname.endswith("_"))
             why = None if fn is not None else "no JAX translation"
             if fn is not None and hasattr(fn, "check"):
                 try:
@@ -129,5 +134,19 @@ def _translate(graph, module, lifted: dict, shapes):
                 problems.append((public, _where(node), why))
             steps.append(_Step("call", node.name, fn=fn, args=args, kwargs=kwargs,
                                inplace=inplace or kwargs.get("inplace") is True))
-    return _Program(steps, shapes), problems, constants
+    return _Program(steps, shapes, out_spec), problems, constants
+
+
+def _is_aten(target) -> bool:
+    return type(target).__name__ == "OpOverload" and target.namespace == "aten"
+
+
+def _aten(target):
+    """An ATen op (torch.export's graph): its own translation (``aten.embedding``: other
+    argument order than F.embedding), or the torch function or Tensor method of its name,
+    which takes the same arguments (``aten.add.Tensor`` as ``torch.add``)."""
+    name = target._opname
+    in_place = name.endswith("_") and not name.endswith("__")
+    base = name[:-1] if in_place else name
+    return FUNCTIONS.get(f"aten.{base}") or method(base)
 

@@ -1,0 +1,75 @@
+"""ATen ops (torch.export's graph) whose signature is not that of the torch function of the
+same name; the others (``aten.add.Tensor``, ``aten.linear.default``, ...) are translated by
+that function (:func:`flax_arch.port.translate._aten`)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..tensor import _T
+from .nn import _dropout, _embedding, _layer_norm
+from .registry import op
+from .shape import _arange, _getitem, _reshape
+
+
+@op("aten.embedding")
+def _aten_embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    return _embedding(indices, weight, None if padding_idx == -1 else padding_idx,
+                      scale_grad_by_freq=scale_grad_by_freq)
+
+
+@op("aten.slice")
+def _aten_slice(x, dim=0, start=None, end=None, step=1):
+    idx = [slice(None)] * x.ndim
+    idx[dim] = slice(start, end, step)
+    return _getitem(x, tuple(idx))
+
+
+@op("aten.select")
+def _aten_select(x, dim, index):
+    idx = [slice(None)] * x.ndim
+    idx[dim] = index
+    return _getitem(x, tuple(idx))
+
+
+@op("aten.view", "aten.reshape", "aten._unsafe_view")
+def _aten_view(x, size):
+    return _reshape(x, tuple(size))
+
+
+@op("aten.expand")
+def _aten_expand(x, size, implicit=False):
+    size = tuple(size)
+    old = (1,) * (len(size) - x.ndim) + x.shape()
+    return _T(jnp.broadcast_to(x.torch(), tuple(n if n != -1 else m for n, m in zip(size, old))))
+
+
+@op("aten.arange")
+def _aten_arange(*args, dtype=None, layout=None, device=None, pin_memory=None):
+    return _arange(*args, dtype=dtype)
+
+
+@op("aten._to_copy", "aten.to")
+def _aten_to_copy(x, *args, dtype=None, **kwargs):
+    for a in args:
+        if hasattr(a, "kind"):  # a dtype given positionally (aten.to.dtype)
+            dtype = a
+    return x if dtype is None else _T(x.a.astype(dtype), x.p)
+
+
+@op("aten.dropout", random=True)
+def _aten_dropout(x, p, train, *, rngs=None):
+    return _dropout(x, p, train, rngs=rngs)
+
+
+@op("aten.layer_norm")
+def _aten_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    return _layer_norm(x, normalized_shape, weight, bias, eps)
+
+
+@op("aten.gather")
+def _aten_gather(x, dim, index, sparse_grad=False):
+    return _T(jnp.take_along_axis(x.torch(), index.torch(), axis=dim % x.ndim))
+
+
+op("gather")(_aten_gather)
