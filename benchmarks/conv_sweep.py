@@ -1,11 +1,11 @@
 """Convolution shapes of the registry's and the zoo's image models: jit-compiled XLA against
 eager PyTorch, forward, input gradient and weight gradient, one shape at a time.
 
-The shapes are those of ResNet-18/34's basic blocks, ResNet-50's bottlenecks, VGG's and
-DenseNet's layers at the map sizes that 32x32, 64x64 and 224x224 inputs reach (1x1 to 56x56),
-3x3 and 1x1 kernels, stride 1 and 2, channels 64 to 512 (2048 for the bottleneck's 1x1),
-batch 1, 8 and 32 (maps above 8x8 at batch 8 only); float32, channels-last in JAX and NCHW in
-torch (each side's native layout).
+The shapes are those of ResNet-18/34's basic blocks, ResNet-50's bottlenecks, VGG's,
+DenseNet's and ResNeXt's (grouped 3x3) layers at the map sizes that 32x32, 64x64 and 224x224
+inputs reach (1x1 to 56x56), 3x3 and 1x1 kernels, stride 1 and 2, channels 64 to 512 (up to
+2048 for the bottleneck's 1x1), batch 1, 8 and 32 (maps above 8x8 at batch 8 only); float32,
+channels-last in JAX and NCHW in torch (each side's native layout).
 
 Three runs per shape and pass, each timed alone in its own steady state (never interleaved
 sample by sample: torch's OpenMP workers spin after each torch call and slow the XLA call
@@ -13,8 +13,9 @@ that follows): ~0.3 s of untimed warm-up, then the median of 5 blocks of ~0.05 s
 
 * ``xla``: ``lax.conv_general_dilated`` itself, XLA's own convolution (the form before
   :func:`flax_arch.nn.lowering.conv`);
-* ``lowered``: :func:`flax_arch.nn.lowering.conv` as the layers call it, the CPU's form where
-  the lowering rewrites the shape (``rewritten`` in the table), XLA's convolution elsewhere;
+* ``lowered``: :func:`flax_arch.nn.lowering.grouped_conv` as ``nn.Conv2d`` calls it, the
+  CPU's form where the lowering rewrites the shape (``rewritten``, ``*`` in the table), XLA's
+  convolution elsewhere;
 * ``torch``: ``torch.nn.functional.conv2d`` eagerly (forward under ``no_grad``; the gradients
   by ``torch.autograd.grad`` of the output's sum, each of one operand alone).
 
@@ -65,7 +66,7 @@ from jax import lax  # noqa: E402
 from benchmarks.device import detect  # noqa: E402
 from flax_arch.nn import lowering  # noqa: E402
 
-# (in, out, kernel, stride, map sizes): the layers that meet small maps
+# (in, out, kernel, stride, map sizes[, groups]): the layers that meet small maps
 LAYERS = [
     # ResNet-18/34 basic blocks and VGG: 3x3 stride 1
     (64, 64, 3, 1, (8, 16, 56)),
@@ -85,6 +86,8 @@ LAYERS = [
     # DenseNet's dense layer: 1x1 to 4 x growth, 3x3 to the growth rate
     (512, 128, 1, 1, (1, 2)),
     (128, 32, 3, 1, (1, 2, 4)),
+    # ResNeXt-50 32x4d's last stage: 3x3, 32 groups
+    (1024, 1024, 3, 1, (1, 2, 4), 32),
 ]
 BATCHES = (1, 8, 32)
 PASSES = ("forward", "input grad", "weight grad")
@@ -123,12 +126,13 @@ def jax_passes(conv, x, w):
     return {name: (lambda f=f: f(x, w).block_until_ready()) for name, f in fns.items()}
 
 
-def torch_passes(x, w, stride, padding):
+def torch_passes(x, w, stride, padding, groups):
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
     xg, wg = xt.clone().requires_grad_(), wt.clone().requires_grad_()
+
     def conv(x, w):
-        return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+        return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
     def forward():
         with torch.no_grad():
@@ -139,26 +143,30 @@ def torch_passes(x, w, stride, padding):
             "weight grad": lambda: torch.autograd.grad(conv(xt, wg).sum(), wg)}
 
 
-def measure(batch, cin, cout, k, stride, size) -> dict:
+def measure(batch, cin, cout, k, stride, size, groups=1) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, size, size, cin), np.float32)
-    w = (rng.standard_normal((k, k, cin, cout)) / np.sqrt(k * k * cin)).astype(np.float32)
+    w = (rng.standard_normal((k, k, cin // groups, cout)) / np.sqrt(k * k * cin / groups)
+         ).astype(np.float32)
     pad = k // 2
     geometry = dict(window_strides=(stride, stride), padding=[(pad, pad)] * 2,
                     rhs_dilation=(1, 1))
     dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-    def xla(x, w):
-        return lax.conv_general_dilated(x, w, **geometry, dimension_numbers=dn)
 
-    def lowered(x, w):
-        return lowering.conv(x, w, **geometry, dimension_numbers=dn)
+    def xla(x, w):
+        return lax.conv_general_dilated(x, w, **geometry, dimension_numbers=dn,
+                                        feature_group_count=groups)
+
+    def lowered(x, w):  # as nn.Conv2d calls it
+        return lowering.grouped_conv(x, w, groups, **geometry, dimension_numbers=dn)
 
     with lowering.forms("rewrite"):
         rewritten = "conv_general_dilated" not in str(jax.make_jaxpr(lowered)(x, w))
     xj, wj = jnp.asarray(x), jnp.asarray(w)
     runs = {"xla": jax_passes(xla, xj, wj), "lowered": jax_passes(lowered, xj, wj),
-            "torch": torch_passes(x, w, stride, pad)}
-    record = dict(batch=batch, cin=cin, cout=cout, kernel=k, stride=stride, size=size,
+            "torch": torch_passes(x, w, stride, pad, groups)}
+    record = dict(batch=batch, cin=cin, cout=cout, groups=groups, kernel=k, stride=stride,
+                  size=size,
                   out_size=(size + 2 * pad - k) // stride + 1, rewritten=rewritten)
     for p in PASSES:
         for run in RUNS:
@@ -174,13 +182,15 @@ def table(records, device: str) -> str:
              f"{platform.python_version()}; XLA_FLAGS from flax_arch.configure_xla_cpu(); "
              "float32; ms per call (median of 5 blocks after 0.3 s warm-up, each run alone); "
              "ratio = torch / ours (below 1: XLA slower). `xla`: lax.conv_general_dilated; "
-             "`lowered`: flax_arch.nn.lowering.conv (what the layers run), `*` where it "
+             "`lowered`: flax_arch.nn.lowering.grouped_conv (what nn.Conv2d runs), `*` where it "
              "rewrites the shape.", ""]
     head = "| batch | in->out | k/s | map | " + " | ".join(
         f"{p}: xla / lowered / torch (ms) | ratio xla, lowered" for p in PASSES) + " |"
     lines += [head, "|" + "---|" * (4 + 2 * len(PASSES))]
     for r in records:
-        cells = [str(r["batch"]), f"{r['cin']}->{r['cout']}", f"{r['kernel']}/{r['stride']}",
+        cells = [str(r["batch"]), f"{r['cin']}->{r['cout']}"
+                 + (f" /{r['groups']}" if r.get("groups", 1) > 1 else ""),
+                 f"{r['kernel']}/{r['stride']}",
                  f"{r['size']}->{r['out_size']}" + (" *" if r["rewritten"] else "")]
         for p in PASSES:
             x, low, t = (r[f"{p} {run} ms"] for run in RUNS)
@@ -358,9 +368,9 @@ def main() -> None:
         return
     records = []
     for batch in (8,) if args.quick else BATCHES:
-        for cin, cout, k, stride, sizes in LAYERS:
+        for cin, cout, k, stride, sizes, *groups in LAYERS:
             for size in sizes if batch == 8 else [s for s in sizes if s <= BIG_MAP]:
-                r = measure(batch, cin, cout, k, stride, size)
+                r = measure(batch, cin, cout, k, stride, size, *groups)
                 records.append(r)
                 print(" ".join(f"{key}={v:.2f}" if isinstance(v, float) else f"{key}={v}"
                                for key, v in r.items()), flush=True)

@@ -201,9 +201,10 @@ def space_to_depth_conv(x: Array, w: Array, *, window_strides: Sequence[int],
 
 # XLA:CPU runs a strided convolution of a one-channel input (SEGAN's DownConv1dBlock(1, 1,
 # 31, 4) on 256 x 4000 samples) far below its FLOP rate, and its input gradient (a
-# convolution of the output dilated by the stride) slower still: forward 15 ms, input
-# gradient 28 ms on 2 cores. Folded by the stride, the same sums are a stride-1 convolution
-# of 4 channels and 8 taps: 5.7 ms and 8.8 ms, the weight gradient unchanged (~3 ms).
+# convolution of the output dilated by the stride) slower still. Folded by the stride, the
+# same sums are a stride-1 convolution of 4 channels and 8 taps: the block's forward 20.7 ->
+# 4.8 ms, its training step 45.9 -> 30.1 ms on 2 shared cores
+# (benchmarks/results/conv_sweep_models_*).
 
 
 # ----------------------------------------------------------------------------- grouped conv
