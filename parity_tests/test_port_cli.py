@@ -77,13 +77,14 @@ def test_weights_of_another_model_are_refused(weights, tmp_path, capsys):
 
 
 def test_an_untranslatable_model_is_refused_before_writing(tmp_path, capsys):
-    model = torch.nn.MultiheadAttention(4, 2)
+    model = torch.nn.Unfold(2)  # traced through to F.unfold, which has no translation
     path = tmp_path / "weights.pth"
     torch.save(model.state_dict(), path)
-    assert main(["torch.nn:MultiheadAttention", str(path), str(tmp_path / "ckpt"),
-                 "--kwargs", "embed_dim=4", "num_heads=2", "--input", "3,2,4"]) == 2
-    assert "torch.nn.MultiheadAttention; nothing was built: no flax_arch layer" in \
-        capsys.readouterr().err
+    assert main(["torch.nn:Unfold", str(path), str(tmp_path / "ckpt"),
+                 "--kwargs", "kernel_size=2", "--input", "1,2,4,4"]) == 2
+    err = capsys.readouterr().err
+    assert "1 operation(s) of Unfold; nothing was built" in err
+    assert "torch.nn.functional.unfold at node 'unfold'" in err
     assert not (tmp_path / "ckpt").exists()
 
 
