@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from ..tensor import _T
 from .nn import _dropout, _embedding, _layer_norm
-from .registry import op
+from .registry import FUNCTIONS, op
 from .shape import _arange, _getitem, _reshape
 
 
@@ -73,3 +73,43 @@ def _aten_gather(x, dim, index, sparse_grad=False):
 
 
 op("gather")(_aten_gather)
+
+
+@op("aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size")
+def _aten_assert(*args, **kwargs):
+    """torch.export's checks of the example's metadata: nothing to compute."""
+    return None
+
+
+@op("aten.index")
+def _aten_index(x, indices):
+    return _T(x.torch()[tuple(slice(None) if i is None else i.torch() for i in indices)])
+
+
+@op("aten.diff")
+def _aten_diff(x, n=1, dim=-1, prepend=None, append=None):
+    pre = None if prepend is None else prepend.torch()
+    post = None if append is None else append.torch()
+    return _T(jnp.diff(x.torch(), n, axis=dim, prepend=pre, append=post))
+
+
+@op("aten.addmm")
+def _aten_addmm(bias, a, b, *, beta=1, alpha=1):
+    return _T(beta * bias.torch() + alpha * jnp.matmul(a.torch(), b.torch()))
+
+
+@op("aten.full_like")
+def _aten_full_like(x, fill_value, *, dtype=None, layout=None, device=None,
+                    pin_memory=None, memory_format=None):
+    return _T(jnp.full(x.a.shape, fill_value, dtype=dtype or x.a.dtype), x.p)
+
+
+@op("aten.full")
+def _aten_full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=None):
+    return _T(jnp.full(tuple(size), fill_value, dtype=dtype or jnp.float32))
+
+
+for _aten_name, _torch_name in {"__and__": "and_", "__or__": "or_", "bitwise_and": "and_",
+                                "bitwise_or": "or_", "bitwise_not": "invert",
+                                "logical_not": "invert"}.items():
+    op(f"aten.{_aten_name}")(FUNCTIONS[_torch_name])
