@@ -191,7 +191,7 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
         cpu = {n: [] for n in names}
         kept: list[bool] = []
         ratios: dict[str, list[float]] = {}
-        round_s: list[float] = []
+        round_wall: list[float] = []
         round_others: list[tuple[float, float] | None] = []  # (others' CPU s, wall s)
         previous = None
         while True:
@@ -202,10 +202,10 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
                 blocks[name].append(per_call)
                 cpu[name].append(share)
             r += 1
-            round_s.append(time.perf_counter() - start)
+            round_wall.append(time.perf_counter() - start)
             after = _cpu_seconds()
             round_others.append(None if before is None or after is None else (
-                (after[0] - before[0]) - (after[1] - before[1]), round_s[-1]))
+                (after[0] - before[0]) - (after[1] - before[1]), round_wall[-1]))
             kept = stats.steady_rounds(cpu)
             ratios = {f"{a}/{b}": stats.paired_ratios(blocks[a], blocks[b], kept)
                       for a, b in pairs}
@@ -215,7 +215,7 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
             elif all(stats.precise(x, min_rounds) for x in ratios.values()):
                 break
             else:  # the budget: disturbed rounds do not count, up to MAX_BUDGET_FACTOR in all
-                lost = sum(s for s, k in zip(round_s, kept) if not k)
+                lost = sum(s for s, k in zip(round_wall, kept) if not k)
                 if over(1.0, lost) or over(MAX_BUDGET_FACTOR):
                     break
         wall = time.perf_counter() - t0
