@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..tensor import _T
-from .registry import op
+from .registry import FUNCTIONS, op
 
 
 def _reduction(size_average, reduce, reduction):
@@ -221,3 +221,26 @@ def _cross_entropy(x, target, weight=None, *, reduction, ignore_index=-100,
     if reduction == "mean":
         return jnp.sum(out) / jnp.sum(wt), True
     return out
+
+
+def _options_check(a):
+    options = a.get("options")
+    dtype = getattr(options, "acc_dtype", None)
+    return None if dtype is None else f"options.acc_dtype={dtype} (accumulation in another dtype)"
+
+
+@op("linear_cross_entropy", check=_options_check)
+def _linear_cross_entropy(x, linear_weight, target, *, linear_bias=None, weight=None,
+                          reduction="mean", ignore_index=None, label_smoothing=0.0,
+                          options=None):
+    """cross_entropy(linear(x, linear_weight, linear_bias), target): torch computes it in
+    batch chunks (``options``), the same mathematics unless it accumulates in another dtype."""
+    a, w = x.torch(), linear_weight.torch()  # w: (classes, *out_features, in_features)
+    logits = jnp.matmul(a, w.reshape(-1, w.shape[-1]).T)
+    if linear_bias is not None:
+        logits = logits + linear_bias.torch().reshape(-1)
+    logits = logits.reshape(*a.shape[:-1], *w.shape[:-1])
+    return FUNCTIONS["cross_entropy"](
+        _T(logits), target, weight, reduction=reduction,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        label_smoothing=label_smoothing)
