@@ -88,9 +88,25 @@ def leaves(out) -> list:
     return []
 
 
+def randomize(model):
+    """Random normalisation statistics and affine maps (a random-init model has the
+    identity there, which would hide a wrong normalisation axis), and a random scale on every
+    parameter, so that outputs are of order one and the comparison has something to see."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
 def check(build, inputs) -> tuple[str, float, str]:
     torch.manual_seed(0)
-    model = build().to(torch.float64).eval()
+    model = randomize(build().to(torch.float64).eval())
     inputs = tuple(x.to(torch.float64) if x.is_floating_point() else x for x in inputs)
     ported = flax_arch.port(model, *inputs, channels_last=False)
     with torch.no_grad():
@@ -98,14 +114,14 @@ def check(build, inputs) -> tuple[str, float, str]:
     ours = leaves(ported(*[np.asarray(x.numpy()) for x in inputs]))
     if len(ours) != len(ref):
         return "WRONG", float("inf"), f"{len(ours)} outputs, torch has {len(ref)}"
-    worst = 0.0
+    worst, size = 0.0, max(float(np.max(np.abs(r.numpy()), initial=0)) for r in ref)
     for k, (o, r) in enumerate(zip(ours, ref)):
         r = r.numpy()
         if np.shape(o) != r.shape:
             return "WRONG", float("inf"), f"output {k}: shape {np.shape(o)} != {r.shape}"
         scale = max(1.0, float(np.max(np.abs(r), initial=0)))
         worst = max(worst, float(np.max(np.abs(np.asarray(o) - r), initial=0)) / scale)
-    return ("match" if worst <= TOL else "WRONG"), worst, ""
+    return ("match" if worst <= TOL else "WRONG"), worst, f"max|output| {size:.2g}"
 
 
 def sweep(only=()) -> dict:
