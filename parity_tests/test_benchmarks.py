@@ -38,6 +38,18 @@ REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_e
 FAST = ["--budget", "0.05"]
 
 
+@pytest.fixture
+def short_clock(monkeypatch):
+    """The CLI tests check records and reports, not timings: each case gets two rounds at
+    least instead of MIN_BUDGET_ROUNDS, and the machine check 0.1 s instead of 1 s (with both,
+    the CLI tests took ~60 s of a 2-core machine; the timing rules are tested apart below, on
+    a fake clock)."""
+    check = timing.check_machine
+    monkeypatch.setattr(timing, "MIN_BUDGET_ROUNDS", 2)
+    monkeypatch.setattr(timing, "check_machine",
+                        lambda seconds=1.0, block_s=0.025: check(min(seconds, 0.1), block_s))
+
+
 def test_parse_args_defaults_and_lists():
     args = parse_args([])
     assert args.models == ["all"] and args.modes == ["forward", "train"]
@@ -80,6 +92,7 @@ def test_list_names_every_registered_model(capsys):
     assert all(name in out for name in flax_arch.list_models())
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
     """Bad names and sizes are skipped with a message; every valid case gets a full record."""
     out = tmp_path / "bench.json"
@@ -135,6 +148,7 @@ class _Broken(nn.Linear):
         raise ValueError("deliberately broken")
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_a_failing_model_is_reported_not_dropped(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(registry._REGISTRY, "broken", registry.ModelEntry(
         "broken", "test", _Broken, task="regress",
@@ -154,6 +168,7 @@ def test_a_failing_model_is_reported_not_dropped(monkeypatch, tmp_path, capsys):
     assert "FAILED: ValueError: deliberately broken" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_torch_compile_failure_keeps_the_rest(monkeypatch, tmp_path):
     def no_compile(*args, **kwargs):
         raise RuntimeError("no C++ compiler here")
@@ -167,6 +182,7 @@ def test_torch_compile_failure_keeps_the_rest(monkeypatch, tmp_path):
     assert r["torch_compile_ms"] is None and r["jax_ms"] > 0 and r["error"] is None
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_a_dtype_the_device_lacks_is_skipped(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(DeviceInfo, "supports",
                         lambda self, dtype: (dtype == "float32", "no bfloat16 on this device"))
@@ -179,6 +195,7 @@ def test_a_dtype_the_device_lacks_is_skipped(monkeypatch, tmp_path, capsys):
     assert [r["dtype"] for r in json.loads(out.read_text())] == ["float32"]
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_save_writes_under_the_current_directory_or_the_folder_given(tmp_path, monkeypatch):
     """--save never writes into the installed package: by default benchmarks/results under the
     current directory (the repository's own from its root), else the folder given."""
@@ -204,6 +221,7 @@ def test_the_installed_benchmark_is_not_a_top_level_benchmarks_package():
     assert spec is not None and spec.origin.endswith("benchmarks/__init__.py")
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_time_limit_reports_the_rest_as_skipped(tmp_path):
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "mlp,linear_regression", "--time-limit", "1e-6",

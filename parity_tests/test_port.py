@@ -32,7 +32,7 @@ from flax_arch.port import build as port_build
 from flax_arch.port import program as port_program
 from flax_arch.port.ops import nn as port_nn_ops
 from flax_arch.testing import assert_parity
-from parity_tests.harness import registry_model
+from parity_tests.harness import FLOAT64_COMPILER_OPTIONS, registry_model
 
 LAYER, DEEP = FLOAT32["layer"], FLOAT32["deep"]
 
@@ -64,6 +64,8 @@ def check(model, *inputs, channels_last=True, dtype="float64", train=False,
     expect_state(ported, model)
     if not channels_last:  # assert_parity's layouts: the torch layout, passed as it is
         kwargs.setdefault("layouts", ["?" * np.ndim(x) for x in inputs])
+    if np.dtype(dtype) == np.float64:
+        kwargs.setdefault("compiler_options", FLOAT64_COMPILER_OPTIONS)
     return assert_parity(ported, model, *inputs, dtype=dtype, train=train, checks=checks,
                          rtol=rtol, **kwargs)
 
