@@ -4,7 +4,8 @@
 
 For each test it records the wall and CPU seconds, the seconds JAX spent tracing (Python to
 jaxpr), lowering (jaxpr to StableHLO) and compiling (XLA), the number of XLA compilations,
-and the process's resident size afterwards. At the end of the run it prints, per test file,
+the process's resident size afterwards and its peak during the test (Linux: the high-water
+mark, reset before each test). At the end of the run it prints, per test file,
 the totals sorted by wall time, then the longest tests, then the run's compilation floor:
 tracing, lowering and compiling summed and divided among the processes that ran tests. No
 suite whose checks compile these programs can run faster than that floor on that machine.
@@ -38,6 +39,29 @@ def resident_bytes() -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def reset_peak() -> bool:
+    """Resets this process's resident high-water mark (Linux's ``clear_refs``); False where it
+    cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's resident high-water mark (VmHWM), or None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def is_xdist_controller(config) -> bool:
@@ -76,13 +100,15 @@ class SuiteProfile:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         self.current = {}
+        peaked = reset_peak()
         wall, cpu = time.perf_counter(), time.process_time()
         yield
         self.records.append({
             "test": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
             **{c: self.current.get(c, 0.0) for c in ("trace", "lower", "compile")},
-            "programs": int(self.current.get("programs", 0)), "rss": resident_bytes() or 0})
+            "programs": int(self.current.get("programs", 0)), "rss": resident_bytes() or 0,
+            "peak": (peak_resident_bytes() or 0) if peaked else 0})
 
     def pytest_sessionfinish(self, session):
         if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker
@@ -131,6 +157,10 @@ def report(records: list[dict]) -> list[str]:
     for r in sorted(records, key=lambda r: -r["wall"])[:SHOWN]:
         lines.append(f"  {r['wall']:7.1f} {r['compile']:7.1f} {r['programs']:5d} "
                      f"{r['rss'] / 2**30:6.2f}  {r['test']}")
+    peaks = sorted((r for r in records if r.get("peak")), key=lambda r: -r["peak"])[:SHOWN]
+    if peaks:
+        lines += ["", f"the {len(peaks)} largest peaks (resident GiB during the test, wall s):"]
+        lines += [f"  {r['peak'] / 2**30:6.2f} {r['wall']:7.1f}  {r['test']}" for r in peaks]
     workers = len({r["worker"] for r in records})
     jax_s = total["trace"] + total["lower"] + total["compile"]
     lines += ["", f"compilation floor: {jax_s:.1f} s of tracing, lowering and compiling over "

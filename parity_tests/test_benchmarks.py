@@ -714,7 +714,9 @@ def test_compiles_twice():
     jax.jit(lambda x: jnp.cos(x) - 1.41421)(1.0)
 
 def test_compiles_nothing():
-    pass
+    import numpy as np
+    block = np.ones(256 << 20, np.uint8)  # 256 MiB, touched, then freed: a peak, not a size
+    del block
 """
 
 
@@ -732,6 +734,11 @@ def test_suite_profile_reports_each_files_compilations(pytester, tmp_path):
     assert records["test_compiles_twice"]["programs"] == 2
     assert records["test_compiles_twice"]["compile"] > 0
     assert records["test_compiles_nothing"]["programs"] == 0
+    if suite_profile.reset_peak():  # Linux: each test's own peak, the 256 MiB block in it
+        nothing = records["test_compiles_nothing"]
+        assert nothing["peak"] - nothing["rss"] >= 200 << 20
+        assert records["test_compiles_twice"]["peak"] < nothing["peak"] - (200 << 20)
+        assert any("largest peaks" in line for line in result.outlines)
     table = result.outlines[result.outlines.index(next(
         line for line in result.outlines if line.startswith("suite profile"))):]
     row = next(line.split() for line in table if line.startswith("test_profiled.py"))
