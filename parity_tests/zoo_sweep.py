@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import time
 import traceback
 
@@ -76,6 +77,34 @@ def transformers_models():
     yield "transformers.ViTModel", lambda: tf.ViTModel(tf.ViTConfig(
         **{k: v for k, v in small.items() if k != "vocab_size"}, image_size=32,
         patch_size=8)), (torch.randn(1, 3, 32, 32),)
+
+
+@contextlib.contextmanager
+def float64_throughout():
+    """transformers' float32 islands in a float64 model (RMSNorm's ``.to(torch.float32)``,
+    the rotary embedding's ``.float()``, a softmax's ``dtype=torch.float32``) redirected to
+    float64 while the block runs: in torch's own forward and in the port's torch.export
+    trace alike, so that both sides compute the model in float64 throughout."""
+    to, as_float, softmax = torch.Tensor.to, torch.Tensor.float, torch.nn.functional.softmax
+
+    def wide(dtype):
+        return torch.float64 if dtype is torch.float32 else dtype
+
+    def to64(self, *args, **kwargs):
+        if "dtype" in kwargs:
+            kwargs["dtype"] = wide(kwargs["dtype"])
+        return to(self, *map(wide, args), **kwargs)
+
+    def softmax64(*args, dtype=None, **kwargs):
+        return softmax(*args, dtype=wide(dtype), **kwargs)
+
+    torch.Tensor.to, torch.nn.functional.softmax = to64, softmax64
+    torch.Tensor.float = lambda self, *args, **kwargs: to(self, torch.float64, *args, **kwargs)
+    try:
+        yield
+    finally:
+        torch.Tensor.to, torch.Tensor.float = to, as_float
+        torch.nn.functional.softmax = softmax
 
 
 def leaves(out) -> list:
