@@ -67,6 +67,13 @@ def _aten_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudn
     return _layer_norm(x, normalized_shape, weight, bias, eps)
 
 
+@op("aten.lift_fresh_copy", "aten.alias")
+def _aten_copy(x, *, memory_format=None):
+    """A copy or an alias of a tensor (a constant lifted into the graph, GPT-Neo's masked
+    bias; OPT's alias): JAX's arrays are values already."""
+    return x
+
+
 @op("aten.gather")
 def _aten_gather(x, dim, index, sparse_grad=False):
     return _T(jnp.take_along_axis(x.torch(), index.torch(), axis=dim % x.ndim))
