@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 from flax_arch import nn
+from flax_arch.models import recurrent
 from flax_arch._tolerances import ADAM_LR, FLOAT64, adam_eps
 from flax_arch.nn import lowering
 from flax_arch.testing import assert_close
@@ -134,3 +135,58 @@ def test_one_channel_strided_conv_matches_xla(case):
     convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
     assert len(convs) == 1 and set(convs[0].params["window_strides"]) == {1}
     assert_forms_agree(model, x)
+
+
+# ----------------------------------------------------------------------------- recurrence
+
+
+class _Flat(nnx.Module):
+    """A recurrent layer's output and final states as one vector, so that the output, the
+    final states and their gradients are all compared."""
+
+    def __init__(self, layer: nnx.Module):
+        self.layer = layer
+
+    def __call__(self, x):
+        out, states = self.layer(x)
+        states = states if isinstance(states, tuple) else (states,)
+        return jnp.concatenate([out.reshape(-1), *(s.reshape(-1) for s in states)])
+
+
+# (layer, input shape): the CPU form's backward pass is a scan of its own, the hidden weights'
+# gradient one matmul after it.
+RECURRENCE_CASES = {
+    "LSTM": (lambda **kw: recurrent.LSTM(4, 5, **kw), (7, 3, 4)),
+    "LSTM, two layers, bidirectional":
+        (lambda **kw: recurrent.LSTM(4, 5, 2, bidirectional=True, **kw), (6, 2, 4)),
+    "LSTM without bias, batch first":
+        (lambda **kw: recurrent.LSTM(4, 5, bias=False, batch_first=True, **kw), (2, 6, 4)),
+    "GRU, bidirectional":
+        (lambda **kw: recurrent.GRU(4, 5, bidirectional=True, **kw), (7, 3, 4)),
+    "GRU without bias": (lambda **kw: recurrent.GRU(4, 5, bias=False, **kw), (7, 3, 4)),
+    "RNN tanh, two layers": (lambda **kw: recurrent.RNN(4, 5, 2, **kw), (7, 3, 4)),
+    "RNN relu, unbatched": (lambda **kw: recurrent.RNN(4, 5, nonlinearity="relu", **kw), (7, 4)),
+    "one step": (lambda **kw: recurrent.LSTM(4, 5, **kw), (1, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("case", RECURRENCE_CASES)
+def test_recurrence_matches_xla(case):
+    build, shape = RECURRENCE_CASES[case]
+    model = _Flat(build(rngs=nnx.Rngs(0), param_dtype=F64))
+    x = np.random.default_rng(0).standard_normal(shape)
+    with lowering.forms("rewrite"):
+        assert "custom_vjp_call" in str(jax.make_jaxpr(lambda v: model(v))(x))
+    assert_forms_agree(model, x)
+
+
+def test_recurrence_with_projections_keeps_the_scan():
+    """The LSTM with projections has no CPU form: both forms trace the same program."""
+    model = _Flat(recurrent.LSTM(4, 5, proj_size=3, rngs=nnx.Rngs(0), param_dtype=F64))
+    x = np.random.default_rng(0).standard_normal((5, 2, 4))
+    jaxprs = []
+    for form in ("rewrite", "xla"):
+        with lowering.forms(form):
+            jaxprs.append(str(jax.make_jaxpr(jax.grad(lambda v: jnp.sum(model(v))))(x)))
+    assert jaxprs[0] == jaxprs[1]
+    assert "custom_vjp" not in jaxprs[0]
