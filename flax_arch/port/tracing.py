@@ -7,6 +7,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import warnings
 
 import numpy as np
 
@@ -230,7 +231,11 @@ def _export(module, inputs):
             lifted[target] = ep.constants[sig.inputs_to_lifted_tensor_constants[node.name]]
         else:
             continue
-        with graph.inserting_before(node):
+        # the export's graph module has no submodules or parameters: fx warns that a read
+        # has no owner there, which the port resolves on the torch module instead
+        with graph.inserting_before(node), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Failed to fetch module|Attempted to insert a "
+                                    "get_attr")
             read = graph.get_attr(target)
         node.replace_all_uses_with(read)
         graph.erase_node(node)
