@@ -161,7 +161,8 @@ def _unflatten(leaves: list, spec):
     def build(s):
         if s.is_leaf():
             return next(it)
-        children = [build(c) for c in s.children()]
+        kids = s.children() if hasattr(s, "children") else s.children_specs  # older torch
+        children = [build(c) for c in kids]
         if s.type in (tuple, list):
             return s.type(children)
         if isinstance(s.type, type) and issubclass(s.type, tuple) and hasattr(s.type, "_fields"):
