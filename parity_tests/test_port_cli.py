@@ -101,3 +101,28 @@ def test_benchmarks_time_a_port_against_its_torch_model(tmp_path):
     (record,) = json.loads(out.read_text())
     assert record["model"] == SPEC and record["mode"] == "forward" and not record["error"]
     assert record["jax_ms"] > 0 and record["torch_eager_ms"] > 0 and record["batch_size"] == 1
+
+
+def test_a_timm_model_converts_through_its_builder(tmp_path, capsys):
+    """Any zoo's model named by its builder: timm's ``create_model`` with the model's name
+    in --kwargs (timm is in the ``zoo`` extra, not the test extra)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=10).eval()
+    path = tmp_path / "weights.pth"
+    torch.save(model.state_dict(), path)
+    dst = tmp_path / "ckpt"
+    assert main(["timm:create_model", str(path), str(dst), "--input", "1,3,32,32",
+                 "--kwargs", "model_name=resnet10t", "num_classes=10"]) == 0
+    _, meta = latest(dst)
+    assert meta["models"]["model"]["kwargs"] == {"model_name": "resnet10t", "num_classes": 10}
+    fresh = port(timm.create_model("resnet10t", pretrained=False, num_classes=10).eval(),
+                 torch.zeros(1, 3, 32, 32))
+    mgr = ocp.CheckpointManager(dst, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        _restore_into(mgr, 0, {"model": fresh}, str(dst))
+    finally:
+        mgr.close()
+    restored = torch_state_dict(fresh)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(restored[key], value.numpy(), err_msg=key)
