@@ -28,8 +28,11 @@ function           CPU form (measured on XLA:CPU)             elsewhere
 ``recurrence``     the backward pass a scan of its own that   ``lax.scan`` and its transpose,
                    emits the gates' gradients; the hidden     which adds the hidden weights'
                    weights' gradient one matmul over all      gradient up inside the loop
-                   steps after it (LSTM 512, batch 16:        (a rank-16 update of the whole
-                   gradient ~190 -> ~150 ms)                  matrix at every step)
+                   steps after it; each step's inputs read    (a rank-batch update of the
+                   a step ahead (100 x 16 steps, hidden       whole matrix at every step)
+                   512: gradient LSTM ~200 -> ~165 ms, GRU
+                   ~142 -> ~125, RNN ~59 -> ~39; GRU
+                   forward ~51 -> ~36)
 =================  =========================================  ==============================
 
 :func:`forms` pins one form for everything traced inside it, on any platform: the tests run
@@ -390,9 +393,9 @@ def _max_pool_selects(xp, dims, strides, dilation):
 # the backward loop's time in a jax.profiler trace). The CPU form's backward pass is a scan of its
 # own that emits the gates' gradients (the cell's VJP and dh = d_gh @ w_hh.T per step), and
 # the weights' gradient is one (H, L * N) x (L * N, G) matmul after it, which XLA:CPU runs
-# near its FLOP rate. The forward pass is the plain loop; when differentiated, it also saves
-# every step's h @ w_hh + b_hh and the state before it. The sums are the same, in another
-# order.
+# near its FLOP rate. The forward pass is the plain loop, each step's input projection read
+# a step ahead (:func:`_scan_ahead`); when differentiated, it also saves every step's
+# h @ w_hh + b_hh and the state before it. The sums are the same, in another order.
 
 
 def recurrence(cell: Callable, gi: Array, w_hh: Array, b_hh: Array | None, w_hr: Array | None,
@@ -440,9 +443,11 @@ def _scan_recurrence(cell, gi, w_hh, b_hh, w_hr, state):
 def _scan_ahead(f, init, xs, *, reverse: bool = False):
     """``lax.scan(f, init, xs, reverse=reverse)`` with each step's slice of ``xs`` read one
     step ahead, into the carry. XLA:CPU fuses a slice of ``xs`` taken in the step (a dynamic
-    slice) into the step's elementwise fusion, the cell's, and runs that fusion ~5x slower
-    (LSTM 512, batch 16: ~115 us a step instead of ~20, where the matmul's output has a
-    second reader and the slice cannot go into its fusion instead)."""
+    slice) into the step's elementwise fusion, the cell's, and runs that fusion ~5x slower:
+    the LSTM cell alone on 16 x 2048 gates ~100 us a step against ~30 read ahead
+    (benchmarks/recurrent_profile.py), the GRU's forward pass (whose cell adds the input
+    projection itself) ~51 -> ~36 ms. The LSTM's plain forward pass escapes it: there the
+    input projection's slice is added in the hidden matmul's fusion."""
     length = jax.tree.leaves(xs)[0].shape[0]
 
     def at(i):
@@ -464,9 +469,7 @@ def _recurrence_scan(cell, gi, w_hh, b_hh, state, *, residuals: bool):
         new = cell(gi_t, gh, carry)
         return new, ((new[0], gh, carry) if residuals else new[0])
 
-    if residuals:
-        return _scan_ahead(step, state, gi)
-    return lax.scan(step, state, gi)
+    return _scan_ahead(step, state, gi)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
