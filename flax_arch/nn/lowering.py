@@ -30,7 +30,8 @@ function           CPU form (measured on XLA:CPU)             elsewhere
                    weights' gradient one matmul over all      gradient up inside the loop
                    steps after it; each step's inputs read    (a rank-batch update of the
                    a step ahead (100 x 16 steps, hidden       whole matrix at every step)
-                   512: gradient LSTM ~200 -> ~165 ms, GRU
+                   512, one run on 2 shared cores:
+                   gradient LSTM ~200 -> ~165 ms, GRU
                    ~142 -> ~125, RNN ~59 -> ~39; GRU
                    forward ~51 -> ~36)
 =================  =========================================  ==============================
@@ -390,12 +391,13 @@ def _max_pool_selects(xp, dims, strides, dilation):
 # JAX differentiates a scan into a scan that adds the gradient of every loop-invariant operand
 # up inside the loop: for the hidden weights, at every step a (H, batch) x (batch, G) matmul
 # and an add over the whole (H, G) matrix (LSTM(100, 512), batch 16, 2 cores: about half of
-# the backward loop's time in a jax.profiler trace). The CPU form's backward pass is a scan of its
-# own that emits the gates' gradients (the cell's VJP and dh = d_gh @ w_hh.T per step), and
-# the weights' gradient is one (H, L * N) x (L * N, G) matmul after it, which XLA:CPU runs
-# near its FLOP rate. The forward pass is the plain loop, each step's input projection read
-# a step ahead (:func:`_scan_ahead`); when differentiated, it also saves every step's
-# h @ w_hh + b_hh and the state before it. The sums are the same, in another order.
+# the backward loop's time in a jax.profiler trace, ~78 ms of the gradient's). The CPU form's
+# backward pass is a scan of its own that emits the gates' gradients (the cell's VJP and
+# dh = d_gh @ w_hh.T per step), and the weights' gradient is one (H, L * N) x (L * N, G)
+# matmul after it (~26 ms in the same trace). The forward pass is the plain loop, each step's
+# input projection read a step ahead (:func:`_scan_ahead`); when differentiated, it also
+# saves every step's h @ w_hh + b_hh and the state before it. The sums are the same, in
+# another order.
 
 
 def recurrence(cell: Callable, gi: Array, w_hh: Array, b_hh: Array | None, w_hr: Array | None,
@@ -485,6 +487,7 @@ def _recurrence_fwd(cell, gi, w_hh, b_hh, state):
 def _recurrence_bwd(cell, residuals, cotangents):
     gi, w_hh, b_hh, gh, prev = residuals  # gh: L x D x N x G; prev: the state before each step
     ct_final, ct_ys = cotangents
+
     def step(ct, xs):
         gi_t, gh_t, prev_t, ct_y = xs
         ct = (ct[0] + ct_y, *ct[1:])
