@@ -8,7 +8,12 @@ rotary embeddings are computed in float32): there torch's float32 ``mean`` and `
 ``sin`` round differently from XLA's by an ulp (1e-7 of the output), which the port cannot
 reproduce; the port's ``rsqrt`` rounds as torch's does (``1 / sqrt``). Run with those casts
 redirected to float64 (:func:`parity_tests.zoo_sweep.float64_throughout`, on both sides) the
-models match at float64's rounding."""
+models match at float64's rounding.
+
+transformers is in the ``zoo`` extra, not the test extra (130 MB installed, and its releases
+move with torch's): its tests skip without it. The export path's own ops and refusals are
+tested without it, on small modules ported through torch.export as fx-untraceable models
+are."""
 
 from __future__ import annotations
 
@@ -17,10 +22,16 @@ import pytest
 import torch
 
 from flax_arch import port
+from flax_arch.port import PortError, build, tracing
 from flax_arch.testing import assert_parity
 from parity_tests.zoo_sweep import float64_throughout
 
-tf = pytest.importorskip("transformers")
+try:  # the zoo extra, not the test extra (130 MB): its tests skip without it
+    import transformers as tf
+except ImportError:
+    tf = None
+needs_transformers = pytest.mark.skipif(tf is None, reason="transformers is not installed "
+                                        "(pip install -e .[zoo])")
 
 SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
              intermediate_size=64)
@@ -63,6 +74,7 @@ def _worst(ours, ref) -> float:
     return float(np.max(np.abs(np.asarray(ours) - ref.numpy()))) / scale
 
 
+@needs_transformers
 @pytest.mark.parametrize("make", [_bert, _gpt2], ids=["bert", "gpt2"])
 def test_encoder_and_decoder_match_with_modeloutput_fields(make):
     model, ids = _built(make), _ids()
@@ -75,6 +87,7 @@ def test_encoder_and_decoder_match_with_modeloutput_fields(make):
         assert _worst(out[name], ref[name]) <= 1e-10, name
 
 
+@needs_transformers
 @pytest.mark.parametrize("make", [_llama, _t5], ids=["llama", "t5-encoder"])
 def test_float32_islands_differ_by_float32_rounding_and_match_in_float64(make):
     ids = _ids()
@@ -105,6 +118,7 @@ def test_rsqrt_rounds_as_torch_under_jit():
     np.testing.assert_array_equal(ours, torch.rsqrt(x).numpy())
 
 
+@needs_transformers
 def test_train_mode_forward_and_gradients():
     model = _built(lambda: _bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     ids = _ids()
@@ -115,3 +129,36 @@ def test_train_mode_forward_and_gradients():
     report = assert_parity(ported, model, ids.numpy(), train=True,
                            output_layouts=("NLC", "NC"), checks=("forward", "grad"))
     assert set(report.largest()) == {"forward", "grad"}
+
+
+@pytest.fixture
+def export_only(monkeypatch):
+    """port through torch.export, as for a model that torch.fx cannot trace."""
+    monkeypatch.setattr(build, "_trace", lambda module, inputs: tracing._export(module, inputs))
+
+
+class Repeats(torch.nn.Module):
+    def forward(self, x):  # (2, 2) -> (2, 6), (2, 3), (8,)
+        y = x.repeat_interleave(3, dim=1)
+        w = torch.zeros(2, 6, dtype=x.dtype)
+        w.copy_(y * 2)  # in place: the sum below reads the copy
+        counts = torch.tensor([1, 2])  # a tensor of counts: a size torch.export keeps symbolic
+        return y + w, torch.repeat_interleave(x, counts, dim=1), x.repeat_interleave(2)
+
+
+def test_export_graph_ops_copy_repeat_interleave_symbolic_size(export_only):
+    x = torch.randn(2, 2, dtype=torch.float64)
+    ours = port(Repeats(), x, channels_last=False)(x.numpy())
+    for o, r in zip(ours, Repeats()(x), strict=True):
+        np.testing.assert_array_equal(np.asarray(o), r.numpy())
+
+
+def test_a_higher_order_op_is_refused_by_name(export_only):
+    class Autocast(torch.nn.Module):
+        def forward(self, x):
+            with torch.autocast("cpu", enabled=False):
+                return x.float() * 2
+
+    with pytest.raises(PortError, match="wrap_with_autocast") as err:
+        port(Autocast(), torch.ones(2, 2), channels_last=False)
+    assert "the body of a higher-order op" in str(err.value)

@@ -97,7 +97,14 @@ def _translate(graph, module, lifted: dict, shapes, out_spec=None):
         if node.op in ("placeholder", "output"):
             steps.append(_Step(node.op, node.name, args=args))
         elif node.op == "get_attr":
-            constant = _constant(module, node.target, lifted)
+            try:
+                constant = _constant(module, node.target, lifted)
+            except AttributeError:  # a submodule of torch.export's own graph
+                problems.append((f"attribute {node.target!r}", _where(node),
+                                 "the body of a higher-order op of torch.export's graph "
+                                 "(autocast, a condition, a loop), which the port does not "
+                                 "inline"))
+                constant = None
             if constant is not None:
                 constants[node.target] = constant
             steps.append(_Step("get_attr", node.name, target=node.target))

@@ -74,6 +74,24 @@ def _aten_copy(x, *, memory_format=None):
     return x
 
 
+@op("aten.copy")
+def _aten_copy_into(x, src, non_blocking=False):
+    """``x.copy_(src)`` (in place: the graph's later readers of ``x`` see the result):
+    ``src`` broadcast to ``x``'s shape, in ``x``'s dtype and layout."""
+    a = jnp.broadcast_to(src.torch() if isinstance(src, _T) else src, x.shape())
+    return _T(_T(a.astype(x.a.dtype)).to(x.p), x.p)
+
+
+op("copy", method_only=True)(_aten_copy_into)  # Tensor.copy_ in an fx graph
+
+
+@op("aten.sym_size")
+def _aten_sym_size(x, dim):
+    """A size that torch.export kept symbolic (the length a tensor of repeats gives): the
+    value's own, as the port runs at the example's shapes."""
+    return x.shape()[dim]
+
+
 @op("aten.gather")
 def _aten_gather(x, dim, index, sparse_grad=False):
     return _T(jnp.take_along_axis(x.torch(), index.torch(), axis=dim % x.ndim))

@@ -222,6 +222,17 @@ for _name, _impl in {
     op(_name)(_impl)
 
 
+@op("repeat_interleave")
+def _repeat_interleave(x, repeats, dim=None, *, output_size=None):
+    """A tensor's elements repeated along ``dim`` (of the flattened tensor without one):
+    ``repeats`` a number or a tensor of counts, which must then be concrete."""
+    a = x.torch()
+    counts = repeats.torch() if isinstance(repeats, _T) else repeats
+    if dim is None:
+        return _T(jnp.repeat(a.reshape(-1), counts, total_repeat_length=output_size))
+    return _T(jnp.repeat(a, counts, axis=dim % a.ndim, total_repeat_length=output_size))
+
+
 @op("roll")
 def _roll(x, shifts, dims=None):
     a = x.torch()
