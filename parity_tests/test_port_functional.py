@@ -75,3 +75,31 @@ def test_drop_path_draws_from_the_held_rngs():
     assert 16 < np.sum(out[:, 0] == 0) < 48
     ported.eval()
     np.testing.assert_array_equal(ported(x), x)
+
+
+class TorchBatchNorm(nn.Module):
+    """torch.batch_norm, ATen's argument order (weight and bias before the statistics), as
+    timm's TF-ported EfficientNetV2 calls it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        bn = self.bn
+        return torch.batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                self.training, 0.1, 1e-3, False)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_torch_batch_norm_takes_atens_argument_order(train):
+    torch.manual_seed(0)
+    net = TorchBatchNorm().double().train(train)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    report = assert_parity(port(net, torch.from_numpy(x)), net, x, train=train,
+                           checks=("forward", "grad"))
+    assert any(c.name.startswith("bn.running_var after") for c in report.comparisons)

@@ -264,6 +264,16 @@ def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=F
     return _T(y), updates
 
 
+@op("aten.batch_norm", writes=True)
+def _torch_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                      cudnn_enabled=True):
+    """``torch.batch_norm`` (and ATen's): F.batch_norm's arguments in another order (timm's
+    TF-ported EfficientNetV2 calls it)."""
+    out, updates = _batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
+                               eps)
+    return out, {{1: 3, 2: 4}[i]: value for i, value in updates.items()}
+
+
 @op("group_norm")
 def _group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     a, r = x.torch(), x.ndim

@@ -67,8 +67,10 @@ def function_table():
     table = {getattr: _getattr, torch._assert: _assert, fx_trace._assert_is_none: _assert}
     for iname, name in INPLACE_OPERATORS.items():
         table[getattr(operator, iname)] = FUNCTIONS[name]
-    # torch.embedding(weight, indices) is not F.embedding's order; operator.concat joins lists
-    skip = {id(torch): {"embedding"}, id(operator): {"concat"}}
+    # torch.embedding(weight, indices) and torch.batch_norm(x, weight, bias, mean, var, ...)
+    # are not F's order (ATen's instead); operator.concat joins lists
+    skip = {id(torch): {"embedding", "batch_norm"}, id(operator): {"concat"}}
+    table[torch.batch_norm] = FUNCTIONS["aten.batch_norm"]
     for name, impl in FUNCTIONS.items():
         for ns in (F, torch, operator, *([sys.modules["torchvision"].ops]
                                          if "torchvision" in sys.modules else [])):
