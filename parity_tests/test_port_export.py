@@ -138,15 +138,16 @@ def export_only(monkeypatch):
 
 
 class Repeats(torch.nn.Module):
-    def forward(self, x):  # (2, 2) -> (2, 6), (2, 3), (8,)
+    def forward(self, x):  # (2, 2) -> (2, 6), (2, 3), (8,), (2, 2)
         y = x.repeat_interleave(3, dim=1)
         w = torch.zeros(2, 6, dtype=x.dtype)
         w.copy_(y * 2)  # in place: the sum below reads the copy
         counts = torch.tensor([1, 2])  # a tensor of counts: a size torch.export keeps symbolic
-        return y + w, torch.repeat_interleave(x, counts, dim=1), x.repeat_interleave(2)
+        return (y + w, torch.repeat_interleave(x, counts, dim=1), x.repeat_interleave(2),
+                1.0 - x)  # aten.rsub
 
 
-def test_export_graph_ops_copy_repeat_interleave_symbolic_size(export_only):
+def test_export_graph_ops_copy_repeat_interleave_rsub_symbolic_size(export_only):
     x = torch.randn(2, 2, dtype=torch.float64)
     ours = port(Repeats(), x, channels_last=False)(x.numpy())
     for o, r in zip(ours, Repeats()(x), strict=True):

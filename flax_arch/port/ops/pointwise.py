@@ -64,6 +64,11 @@ def _rsqrt(x):
     return 1 / lax.optimization_barrier(jnp.sqrt(x))
 
 
+def _rsub(x, y, alpha=1):
+    """``torch.rsub``: ``y - alpha * x`` (``1 - x`` in an export graph)."""
+    return y - x if alpha == 1 else y - alpha * x
+
+
 def _add(x, y, alpha=1):
     return x + y if alpha == 1 else x + alpha * y
 
@@ -73,7 +78,7 @@ def _sub(x, y, alpha=1):
 
 
 _POINTWISE = {
-    "add": _add, "sub": _sub, "mul": operator.mul, "truediv": operator.truediv,
+    "add": _add, "sub": _sub, "rsub": _rsub, "mul": operator.mul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
     "neg": operator.neg, "eq": operator.eq, "ne": operator.ne, "lt": operator.lt,
     "le": operator.le, "gt": operator.gt, "ge": operator.ge, "and_": operator.and_,
