@@ -367,6 +367,8 @@ def _init(tx: optax.GradientTransformation, params):
 
 
 def _update(tx: optax.GradientTransformation, grads, opt_state, params):
+    """One optimizer step; compiled with the old state and parameters donated, so that their
+    buffers hold the new ones (a float64 ResNet-18's Adam check peaked ~0.1 GiB lower)."""
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
@@ -390,7 +392,8 @@ def _jitted(compiler_options: dict[str, Any] | None) -> _Jitted:
         jit = functools.partial(jax.jit, compiler_options=dict(key) or None)
         _JITTED[key] = _Jitted(jit(_forward, static_argnums=0),
                                jit(_value_and_grad, static_argnums=(0, 1, 2)),
-                               jit(_init, static_argnums=0), jit(_update, static_argnums=0))
+                               jit(_init, static_argnums=0),
+                               jit(_update, static_argnums=0, donate_argnums=(2, 3)))
     return _JITTED[key]
 
 
