@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.extend.core import jaxprs_in_params
 
 from flax_arch import nn
 from flax_arch.models import recurrent
@@ -153,8 +154,8 @@ class _Flat(nnx.Module):
         return jnp.concatenate([out.reshape(-1), *(s.reshape(-1) for s in states)])
 
 
-# (layer, input shape): the CPU form's backward pass is a scan of its own, the hidden weights'
-# gradient one matmul after it.
+# (layer, input shape): the CPU form is a custom JVP whose transpose leaves the hidden weights'
+# gradient out of the backward loop, one matmul after it.
 RECURRENCE_CASES = {
     "LSTM": (lambda **kw: recurrent.LSTM(4, 5, **kw), (7, 3, 4)),
     "LSTM, two layers, bidirectional":
@@ -176,7 +177,7 @@ def test_recurrence_matches_xla(case):
     model = _Flat(build(rngs=nnx.Rngs(0), param_dtype=F64))
     x = np.random.default_rng(0).standard_normal(shape)
     with lowering.forms("rewrite"):
-        assert "custom_vjp_call" in str(jax.make_jaxpr(lambda v: model(v))(x))
+        assert "custom_jvp_call" in str(jax.make_jaxpr(lambda v: model(v))(x))
     assert_forms_agree(model, x)
 
 
@@ -189,4 +190,83 @@ def test_recurrence_with_projections_keeps_the_scan():
         with lowering.forms(form):
             jaxprs.append(str(jax.make_jaxpr(jax.grad(lambda v: jnp.sum(model(v))))(x)))
     assert jaxprs[0] == jaxprs[1]
-    assert "custom_vjp" not in jaxprs[0]
+    assert "custom_jvp" not in jaxprs[0]
+
+
+# (layer, input shape): forward-mode differentiation through the CPU form's custom JVP.
+FORWARD_MODE_CASES = {
+    "LSTM": (lambda **kw: recurrent.LSTM(4, 5, **kw), (6, 3, 4)),
+    "LSTM, two layers, bidirectional":
+        (lambda **kw: recurrent.LSTM(4, 5, 2, bidirectional=True, **kw), (6, 2, 4)),
+    "GRU, bidirectional, two layers":
+        (lambda **kw: recurrent.GRU(4, 5, 2, bidirectional=True, **kw), (6, 2, 4)),
+    "GRU without bias": (lambda **kw: recurrent.GRU(4, 5, bias=False, **kw), (6, 3, 4)),
+    "RNN tanh, two layers, bidirectional":
+        (lambda **kw: recurrent.RNN(4, 5, 2, bidirectional=True, **kw), (6, 3, 4)),
+    "RNN relu": (lambda **kw: recurrent.RNN(4, 5, nonlinearity="relu", **kw), (6, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("case", FORWARD_MODE_CASES)
+def test_recurrence_forward_mode_matches_xla(case):
+    """jacfwd with respect to the input, a jvp with respect to the input and every parameter,
+    and a Hessian-vector product (jvp of grad) agree between the CPU form and XLA's scan."""
+    build, shape = FORWARD_MODE_CASES[case]
+    model = _Flat(build(rngs=nnx.Rngs(0), param_dtype=F64))
+    graphdef, params = nnx.split(model, nnx.Param)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    dx = rng.standard_normal(shape)
+    dparams = jax.tree.map(lambda p: rng.standard_normal(p.shape), params)
+
+    def f(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss(params, x):
+        return jnp.sum(jnp.sin(f(params, x)))
+
+    def run(params, x):
+        jac = jax.jacfwd(f, argnums=1)(params, x)
+        out, tangent = jax.jvp(f, (params, x), (dparams, dx))
+        _, hvp = jax.jvp(jax.grad(loss, argnums=(0, 1)), (params, x), (dparams, dx))
+        return jac, out, tangent, hvp
+
+    results = {}
+    for form in ("rewrite", "xla"):
+        with lowering.forms(form):  # a new jitted function per form: jit caches the trace
+            results[form] = jax.jit(lambda p, v: run(p, v))(params, x)
+    with lowering.forms("rewrite"):
+        assert "custom_jvp_call" in str(jax.make_jaxpr(lambda p, v: f(p, v))(params, x))
+    names = ("jacfwd", "output", "jvp", "jvp of grad")
+    for name, got, want in zip(names, results["rewrite"], results["xla"]):
+        for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(got),
+                                     jax.tree_util.tree_leaves_with_path(want)):
+            assert_close(np.asarray(a), np.asarray(b), FLOAT64,
+                         f"{name} {jax.tree_util.keystr(path)}")
+
+
+def _scan_carry_shapes(jaxpr) -> set[tuple[int, ...]]:
+    shapes = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            carry = eqn.invars[eqn.params["num_consts"]:][:eqn.params["num_carry"]]
+            shapes |= {tuple(v.aval.shape) for v in carry}
+        for sub in jaxprs_in_params(eqn.params):
+            shapes |= _scan_carry_shapes(sub)
+    return shapes
+
+
+def test_recurrence_backward_loop_leaves_the_hidden_weights_out():
+    """In the CPU form's gradient no loop carries the hidden weights' gradient (XLA's scan
+    transpose adds it up in its carry at every step): it is one matmul after the loop."""
+    layer = recurrent.LSTM(3, 4, rngs=nnx.Rngs(0))  # w_hh: 4 x 16 per direction
+    graphdef, params = nnx.split(layer, nnx.Param)
+    x = np.ones((5, 2, 3), np.float32)
+    carries = {}
+    for form in ("rewrite", "xla"):
+        with lowering.forms(form):  # a new function per form: make_jaxpr caches the trace
+            grad = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x)[0]))
+            carries[form] = _scan_carry_shapes(jax.make_jaxpr(grad)(params).jaxpr)
+    w_hh_shapes = {(4, 16), (1, 4, 16)}
+    assert carries["xla"] & w_hh_shapes
+    assert not carries["rewrite"] & w_hh_shapes

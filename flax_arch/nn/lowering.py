@@ -25,15 +25,17 @@ function           CPU form (measured on XLA:CPU)             elsewhere
                    its weight gradient ~100x faster
 ``max_pool``       first-maximum selects over strided         ``reduce_window`` max
                    slices: gradient 7x faster (ResNet pool)   (dilated windows: the selects)
-``recurrence``     the backward pass a scan of its own that   ``lax.scan`` and its transpose,
-                   emits the gates' gradients; the hidden     which adds the hidden weights'
-                   weights' gradient one matmul over all      gradient up inside the loop
-                   steps after it; each step's inputs read    (a rank-batch update of the
-                   a step ahead (100 x 16 steps, hidden       whole matrix at every step)
-                   512, one run on 2 shared cores:
-                   gradient LSTM ~200 -> ~165 ms, GRU
-                   ~142 -> ~125, RNN ~59 -> ~39; GRU
-                   forward ~51 -> ~36)
+``recurrence``     a custom JVP, which JAX transposes into a  ``lax.scan`` and its
+                   backward loop that carries only the        transpose, which adds the
+                   state's cotangent; the hidden weights'     hidden weights' gradient up
+                   gradient one matmul over all steps after   inside the loop (a rank-batch
+                   it; each step's inputs read a step ahead   update of the whole matrix at
+                   (100 x 16 steps, hidden 512, medians of    every step)
+                   20 in two runs on 2 shared cores:
+                   gradient LSTM ~190-220 -> ~153-172 ms,
+                   GRU ~153-167 -> ~121-133, RNN ~58 -> ~39,
+                   as fast as the custom VJP it replaced;
+                   GRU forward ~51 -> ~36, one run)
 =================  =========================================  ==============================
 
 :func:`forms` pins one form for everything traced inside it, on any platform: the tests run
@@ -391,13 +393,17 @@ def _max_pool_selects(xp, dims, strides, dilation):
 # JAX differentiates a scan into a scan that adds the gradient of every loop-invariant operand
 # up inside the loop: for the hidden weights, at every step a (H, batch) x (batch, G) matmul
 # and an add over the whole (H, G) matrix (LSTM(100, 512), batch 16, 2 cores: about half of
-# the backward loop's time in a jax.profiler trace, ~78 ms of the gradient's). The CPU form's
-# backward pass is a scan of its own that emits the gates' gradients (the cell's VJP and
-# dh = d_gh @ w_hh.T per step), and the weights' gradient is one (H, L * N) x (L * N, G)
-# matmul after it (~26 ms in the same trace). The forward pass is the plain loop, each step's
-# input projection read a step ahead (:func:`_scan_ahead`); when differentiated, it also
-# saves every step's h @ w_hh + b_hh and the state before it. The sums are the same, in
-# another order.
+# the backward loop's time in a jax.profiler trace, ~78 ms of the gradient's). The CPU form is
+# a custom JVP whose transpose (JAX's own) avoids it: the hidden weights' part of every step's
+# tangent, h_{t-1} @ dw_hh + db_hh, is one (L * N, H) x (H, G) matmul of the saved states
+# outside the tangent loop, so the backward loop carries only the state's cotangent (the
+# cell's derivatives and dh = d_gh @ w_hh.T per step) and the weights' gradient is one
+# (H, L * N) x (L * N, G) matmul after it (~26 ms in the same trace, taken with the hand-written
+# custom VJP this replaced, which had the same backward loop). Forward-mode differentiation
+# (jvp, jacfwd, hessian) works on both forms. The forward pass is the plain loop, each step's
+# input projection read a step ahead (:func:`_scan_ahead`); when differentiated, it also saves
+# every step's h @ w_hh + b_hh and the state before it, and the cell is linearized at all
+# steps at once. The sums are the same, in another order.
 
 
 def recurrence(cell: Callable, gi: Array, w_hh: Array, b_hh: Array | None, w_hr: Array | None,
@@ -409,8 +415,9 @@ def recurrence(cell: Callable, gi: Array, w_hh: Array, b_hh: Array | None, w_hr:
     ``w_hr`` (D, hidden, H) the LSTM's projection or None; ``state`` a tuple of (D, N, *), h
     first. A step is ``carry = cell(gi_t, h @ w_hh + b_hh, carry)`` per direction (then
     ``h = h @ w_hr``). Returns the final state and every step's h, (L, D, N, H). On CPU
-    (without projection), the backward pass is a scan of its own and the hidden weights'
-    gradient one matmul over all steps (see above).
+    (without projection), a custom JVP: forward and reverse mode both work, and in the
+    backward pass the hidden weights' gradient is one matmul over all steps after the loop
+    instead of an update of the whole matrix at every step (see above).
     """
     def xla(gi, w_hh, b_hh, w_hr, state):
         return _scan_recurrence(cell, gi, w_hh, b_hh, w_hr, state)
@@ -474,34 +481,37 @@ def _recurrence_scan(cell, gi, w_hh, b_hh, state, *, residuals: bool):
     return _scan_ahead(step, state, gi)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _cpu_recurrence(cell, gi, w_hh, b_hh, state):
     return _recurrence_scan(cell, gi, w_hh, b_hh, state, residuals=False)
 
 
-def _recurrence_fwd(cell, gi, w_hh, b_hh, state):
+@_cpu_recurrence.defjvp
+def _recurrence_jvp(cell, primals, tangents):
+    # Written so that JAX's transposition of it is the fast backward pass: the tangent of
+    # gh_t = h_{t-1} @ w_hh + b_hh is dh_{t-1} @ w_hh + (h_{t-1} @ dw_hh + db_hh), and the
+    # second part, every step's at once, is one matmul of the saved states outside the loop
+    # (transposed: the weights' gradient as one matmul after the backward loop). The tangent
+    # loop carries only the state's tangent, and the cell is linearized at every step at once
+    # before it, so its transpose reads w_hh and the cell's derivatives and accumulates no
+    # gradient of a loop-invariant operand.
+    gi, w_hh, b_hh, state = primals
+    d_gi, d_w, d_b, d_state = tangents
     final, (ys, gh, prev) = _recurrence_scan(cell, gi, w_hh, b_hh, state, residuals=True)
-    return (final, ys), (gi, w_hh, b_hh, gh, prev)
+    seq, dirs, batch, hidden = prev[0].shape  # prev: the state before each step, L x D x N x *
+    d_gh_w = jnp.stack([prev[0][:, d].reshape(seq * batch, hidden) @ d_w[d]
+                        for d in range(dirs)], axis=1)  # (L * N) x D x G
+    d_gh_w = jnp.swapaxes(d_gh_w.reshape(seq, batch, dirs, -1), 1, 2)  # L x D x N x G
+    if b_hh is not None:
+        d_gh_w = d_gh_w + d_b[None, :, None, :]
+    # the cell linearized at every step at once, outside the loop: jax.linearize's linear
+    # function is a pytree (a tree_util.Partial) of its derivatives, here stacked over the steps
+    cell_lin = jax.vmap(lambda *primals_t: jax.linearize(cell, *primals_t)[1])(gi, gh, prev)
 
+    def step(d_carry, xs):
+        cell_lin_t, d_gi_t, d_gh_w_t = xs
+        d_new = cell_lin_t(d_gi_t, _hidden(d_carry[0], w_hh, None) + d_gh_w_t, d_carry)
+        return d_new, d_new[0]
 
-def _recurrence_bwd(cell, residuals, cotangents):
-    gi, w_hh, b_hh, gh, prev = residuals  # gh: L x D x N x G; prev: the state before each step
-    ct_final, ct_ys = cotangents
-
-    def step(ct, xs):
-        gi_t, gh_t, prev_t, ct_y = xs
-        ct = (ct[0] + ct_y, *ct[1:])
-        _, cell_vjp = jax.vjp(cell, gi_t, gh_t, prev_t)
-        d_gi, d_gh, d_prev = cell_vjp(ct)
-        # dh = d_gh @ w_hh.T, read transposed (a transposed copy of w_hh costs more)
-        dh = jnp.stack([lax.dot_general(d_gh[d], w_hh[d], (((1,), (1,)), ((), ())))
-                        for d in range(w_hh.shape[0])])  # D x N x H
-        return (d_prev[0] + dh, *d_prev[1:]), (d_gi, d_gh)
-
-    d_state, (d_gi, d_gh) = _scan_ahead(step, ct_final, (gi, gh, prev, ct_ys), reverse=True)
-    d_w = jnp.einsum("ldnh,ldng->dhg", prev[0], d_gh)  # every step's h_{t-1}^T d_gh at once
-    d_b = None if b_hh is None else d_gh.sum(axis=(0, 2))
-    return d_gi, d_w, d_b, d_state
-
-
-_cpu_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+    d_final, d_ys = lax.scan(step, d_state, (cell_lin, d_gi, d_gh_w))
+    return (final, ys), (d_final, d_ys)
