@@ -163,3 +163,18 @@ def test_a_higher_order_op_is_refused_by_name(export_only):
     with pytest.raises(PortError, match="wrap_with_autocast") as err:
         port(Autocast(), torch.ones(2, 2), channels_last=False)
     assert "the body of a higher-order op" in str(err.value)
+
+
+class WriteThroughView(torch.nn.Module):
+    def forward(self, x):  # (2, 3) -> (2, 3): ConViT's rel_indices[:, :, :, 2] = ...
+        z = torch.zeros(2, 3, dtype=x.dtype)
+        z[:, 0].copy_(x[:, 0])  # torch writes into z through the view
+        return z * 2
+
+
+@pytest.mark.parametrize("through_export", [False, True], ids=["fx", "export"])
+def test_a_write_through_a_view_is_refused(through_export, monkeypatch):
+    if through_export:
+        monkeypatch.setattr(build, "_trace", lambda m, inputs: tracing._export(m, inputs))
+    with pytest.raises(PortError, match="in-place copy_ into a view of 'zeros'.*node 'mul'"):
+        port(WriteThroughView(), torch.ones(2, 3), channels_last=False)

@@ -141,7 +141,69 @@ def _translate(graph, module, lifted: dict, shapes, out_spec=None):
                 problems.append((public, _where(node), why))
             steps.append(_Step("call", node.name, fn=fn, args=args, kwargs=kwargs,
                                inplace=inplace or kwargs.get("inplace") is True))
+    problems += _writes_through_views(graph)
     return _Program(steps, shapes, out_spec), problems, constants
+
+
+# ops whose result may share its input's memory (torch's views; reshape and flatten where
+# they can, getitem of a tensor by basic indexing or of a tuple of views)
+_VIEWS = {"view", "view_as", "reshape", "reshape_as", "_unsafe_view", "flatten", "transpose",
+          "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as", "narrow", "select",
+          "slice", "diagonal", "as_strided", "unfold", "alias", "chunk", "split", "unbind",
+          "split_with_sizes", "movedim", "swapaxes", "getitem", "detach"}
+
+
+def _writes_through_views(graph) -> list:
+    """In-place writes that torch makes through a view to the tensor it views (ConViT's
+    ``rel_indices[:, :, :, 2] = ...``, a ``copy_`` into a ``select`` of a ``zeros``): the
+    port's values are JAX arrays, which alias nothing, so that a later read of the viewed
+    tensor would miss the write. Refused where the viewed tensor (or another view of it) is
+    read after the write; a write whose view is the only reader afterwards is exact."""
+    import torch.fx as fx
+
+    def name_of(node) -> str:
+        t = node.target
+        if isinstance(t, str):
+            return t
+        if _is_aten(t):
+            return t._opname
+        return getattr(t, "__name__", "")
+
+    base, problems = {}, []
+    nodes = list(graph.nodes)
+    position = {node.name: i for i, node in enumerate(nodes)}
+    for node in nodes:
+        first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        view = node.op in ("call_method", "call_function") and name_of(node) in _VIEWS
+        if view and name_of(node) == "getitem":  # of a tensor by basic indexing, or of a
+            index = node.args[1]                 # tuple of views; not of another tuple
+            basic = not isinstance(index, (int, fx.Node)) and not any(
+                isinstance(i, fx.Node) for i in (index if isinstance(index, tuple) else ()))
+            view = basic or (first is not None and name_of(first) in (
+                "chunk", "split", "unbind", "split_with_sizes"))
+        base[node.name] = base[first.name] if view and first is not None else node.name
+    for i, node in enumerate(nodes):
+        if node.op not in ("call_method", "call_function") or not node.args:
+            continue
+        target = node.args[0]
+        name = name_of(node)
+        inplace = ((name.endswith("_") and not name.endswith("__"))
+                   or name in ("iadd", "isub", "imul", "itruediv")
+                   or node.kwargs.get("inplace") is True)
+        if not (inplace and isinstance(target, fx.Node) and base[target.name] != target.name):
+            continue
+        viewed = base[target.name]
+        for later in nodes[i + 1:]:
+            reads = [a for a in later.all_input_nodes  # values from before the write
+                     if a is not target and position[a.name] < i and base[a.name] == viewed]
+            if reads:
+                problems.append((f"an in-place {name} into a view of "
+                                 f"'{viewed}'", _where(node),
+                                 f"torch writes through the view into '{viewed}', which "
+                                 f"node '{later.name}' reads after; the port's arrays do "
+                                 "not alias"))
+                break
+    return problems
 
 
 def _is_aten(target) -> bool:
