@@ -74,9 +74,9 @@ def _layer(cell, x, state, directions, dtype):
     # one matrix product per direction over every (step, batch) row: an einsum over the
     # direction axis, or a product of the 3-d x, had XLA:CPU transpose and copy gi (13 MB for
     # LSTM(100, 512) on 100 x 16 steps) in the forward or the backward pass
-    seq, batch, _ = x.shape
-    gi = jnp.stack([x.reshape(seq * batch, -1) @ w for w in w_ih], axis=1)  # (L * N) x D x G
-    gi = jnp.swapaxes(gi.reshape(seq, batch, len(w_ih), -1), 1, 2)  # L x D x N x G
+    seq, batch, features = x.shape  # sizes spelled out: an empty batch has no -1 to infer
+    gi = jnp.stack([x.reshape(seq * batch, features) @ w for w in w_ih], axis=1)  # (L*N) x D x G
+    gi = jnp.swapaxes(gi.reshape(seq, batch, *w_ih.shape[::2]), 1, 2)  # L x D x N x G
     if b_ih is not None:
         gi = gi + b_ih[None, :, None, :]
     reverse = len(directions) == 2

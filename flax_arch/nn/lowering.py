@@ -501,7 +501,7 @@ def _recurrence_jvp(cell, primals, tangents):
     seq, dirs, batch, hidden = prev[0].shape  # prev: the state before each step, L x D x N x *
     d_gh_w = jnp.stack([prev[0][:, d].reshape(seq * batch, hidden) @ d_w[d]
                         for d in range(dirs)], axis=1)  # (L * N) x D x G
-    d_gh_w = jnp.swapaxes(d_gh_w.reshape(seq, batch, dirs, -1), 1, 2)  # L x D x N x G
+    d_gh_w = jnp.swapaxes(d_gh_w.reshape(seq, batch, dirs, w_hh.shape[-1]), 1, 2)  # L x D x N x G
     if b_hh is not None:
         d_gh_w = d_gh_w + d_b[None, :, None, :]
     # the cell linearized at every step at once, outside the loop: jax.linearize's linear
