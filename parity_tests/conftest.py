@@ -75,6 +75,20 @@ def _torch_threads_kept():
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def short_clock(monkeypatch):
+    """The benchmark's clock made short, for CLI tests that check records and reports, not
+    timings: each case gets two rounds at least instead of MIN_BUDGET_ROUNDS, and the machine
+    check 0.1 s instead of 1 s (test_benchmarks.py's CLI tests took ~66 s of a 2-core machine
+    without, ~16 s with; the timing rules are tested there on a fake clock)."""
+    from benchmarks import timing
+
+    check = timing.check_machine
+    monkeypatch.setattr(timing, "MIN_BUDGET_ROUNDS", 2)
+    monkeypatch.setattr(timing, "check_machine",
+                        lambda seconds=1.0, block_s=0.025: check(min(seconds, 0.1), block_s))
+
+
 # A worker above this resident size after a test drops every JAX cache (see below), unless
 # it has not grown by RELEASE_GROWTH_BYTES since the last release left it where it is.
 RELEASE_ABOVE_BYTES = 5 << 28  # 1.25 GiB

@@ -35,19 +35,7 @@ REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_e
             "torch_eager_iqr_ms", "stable", "unstable_reasons", "other_cores", "samples_ms",
             "speedup_ci", "rounds", "rounds_kept", "lead_in_ms", "kept", "cpu_per_wall")
 # a budget that keeps the CLI tests short; their records may well be unstable
-FAST = ["--budget", "0.05"]
-
-
-@pytest.fixture
-def short_clock(monkeypatch):
-    """The CLI tests check records and reports, not timings: each case gets two rounds at
-    least instead of MIN_BUDGET_ROUNDS, and the machine check 0.1 s instead of 1 s (with both,
-    the CLI tests took ~60 s of a 2-core machine; the timing rules are tested apart below, on
-    a fake clock)."""
-    check = timing.check_machine
-    monkeypatch.setattr(timing, "MIN_BUDGET_ROUNDS", 2)
-    monkeypatch.setattr(timing, "check_machine",
-                        lambda seconds=1.0, block_s=0.025: check(min(seconds, 0.1), block_s))
+FAST = ["--budget", "0.05"]  # and the fixture short_clock (conftest.py)
 
 
 def test_parse_args_defaults_and_lists():

@@ -88,15 +88,17 @@ def test_an_untranslatable_model_is_refused_before_writing(tmp_path, capsys):
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.usefixtures("short_clock")
 def test_benchmarks_time_a_port_against_its_torch_model(tmp_path):
     """``python -m benchmarks --port SPEC --input SHAPE``: one forward record, both sides
-    timed (the numbers themselves are the benchmarks' business)."""
+    timed (the numbers themselves are the benchmarks' business: a short clock, as
+    conftest.py's short_clock)."""
     import json
 
     from benchmarks.__main__ import main as bench
 
     out = tmp_path / "port.json"
-    assert bench(["--port", SPEC, "--input", "1,3,32,32", "--budget", "0.5",
+    assert bench(["--port", SPEC, "--input", "1,3,32,32", "--quick", "--budget", "0.05",
                   "--json", str(out)]) == 0
     (record,) = json.loads(out.read_text())
     assert record["model"] == SPEC and record["mode"] == "forward" and not record["error"]
