@@ -57,6 +57,15 @@ def assert_forms_agree(model: nnx.Module, x: np.ndarray) -> None:
                          f"{name} {jax.tree_util.keystr(path)}")
 
 
+def rewritten(build, shape):
+    """A float64 case's model, its input, and the equations of its rewrite form's jaxpr."""
+    model = build(rngs=nnx.Rngs(0), param_dtype=F64)
+    x = np.random.default_rng(0).standard_normal(shape)
+    with lowering.forms("rewrite"):
+        eqns = jax.make_jaxpr(lambda v: model(v))(x).eqns
+    return model, x, eqns
+
+
 # ----------------------------------------------------------------------------- small-map conv
 
 # (layer, input shape): every case is a small map, where the CPU form is the matmul over the
@@ -84,11 +93,7 @@ SMALL_MAP_CASES = {
 
 @pytest.mark.parametrize("case", SMALL_MAP_CASES)
 def test_small_map_conv_matches_xla(case):
-    build, shape = SMALL_MAP_CASES[case]
-    model = build(rngs=nnx.Rngs(0), param_dtype=F64)
-    x = np.random.default_rng(0).standard_normal(shape)
-    with lowering.forms("rewrite"):
-        eqns = jax.make_jaxpr(lambda v: model(v))(x).eqns
+    model, x, eqns = rewritten(*SMALL_MAP_CASES[case])
     assert "conv_general_dilated" not in {e.primitive.name for e in eqns}
     assert_forms_agree(model, x)
 
@@ -128,11 +133,7 @@ ONE_CHANNEL_CASES = {
 
 @pytest.mark.parametrize("case", ONE_CHANNEL_CASES)
 def test_one_channel_strided_conv_matches_xla(case):
-    build, shape = ONE_CHANNEL_CASES[case]
-    model = build(rngs=nnx.Rngs(0), param_dtype=F64)
-    x = np.random.default_rng(0).standard_normal(shape)
-    with lowering.forms("rewrite"):
-        eqns = jax.make_jaxpr(lambda v: model(v))(x).eqns
+    model, x, eqns = rewritten(*ONE_CHANNEL_CASES[case])
     convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
     assert len(convs) == 1 and set(convs[0].params["window_strides"]) == {1}
     assert_forms_agree(model, x)

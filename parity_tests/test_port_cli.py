@@ -27,6 +27,18 @@ def weights(tmp_path):
     return model, path
 
 
+def restored_port(untrained: torch.nn.Module, shape, dst):
+    """A port of ``untrained`` with the checkpoint at ``dst`` restored into it, and its state
+    in torch names."""
+    fresh = port(untrained.eval(), torch.zeros(*shape))
+    mgr = ocp.CheckpointManager(dst, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        _restore_into(mgr, 0, {"model": fresh}, str(dst))
+    finally:
+        mgr.close()
+    return fresh, torch_state_dict(fresh)
+
+
 def test_ports_a_torchvision_model_to_a_checkpoint(weights, tmp_path, capsys):
     model, path = weights
     dst = tmp_path / "ckpt"
@@ -38,14 +50,9 @@ def test_ports_a_torchvision_model_to_a_checkpoint(weights, tmp_path, capsys):
     assert meta["port_input"] == [1, 3, 64, 64] and meta["source"] == "weights.pth"
 
     # restored into a fresh port of an untrained model, the checkpoint is the torch weights
-    fresh = port(torchvision.models.squeezenet1_1(weights=None, num_classes=10).eval(),
-                 torch.zeros(1, 3, 64, 64))
-    mgr = ocp.CheckpointManager(dst, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        _restore_into(mgr, 0, {"model": fresh}, str(dst))
-    finally:
-        mgr.close()
-    restored, ref = torch_state_dict(fresh), model.state_dict()
+    fresh, restored = restored_port(torchvision.models.squeezenet1_1(weights=None, num_classes=10),
+                                    (1, 3, 64, 64), dst)
+    ref = model.state_dict()
     assert sorted(restored) == sorted(ref)
     for key, value in ref.items():
         np.testing.assert_array_equal(restored[key], value.numpy(), err_msg=key)
@@ -118,13 +125,7 @@ def test_a_timm_model_converts_through_its_builder(tmp_path, capsys):
                  "--kwargs", "model_name=resnet10t", "num_classes=10"]) == 0
     _, meta = latest(dst)
     assert meta["models"]["model"]["kwargs"] == {"model_name": "resnet10t", "num_classes": 10}
-    fresh = port(timm.create_model("resnet10t", pretrained=False, num_classes=10).eval(),
-                 torch.zeros(1, 3, 32, 32))
-    mgr = ocp.CheckpointManager(dst, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        _restore_into(mgr, 0, {"model": fresh}, str(dst))
-    finally:
-        mgr.close()
-    restored = torch_state_dict(fresh)
+    _, restored = restored_port(timm.create_model("resnet10t", pretrained=False, num_classes=10),
+                                (1, 3, 32, 32), dst)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(restored[key], value.numpy(), err_msg=key)
