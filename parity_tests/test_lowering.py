@@ -2,8 +2,9 @@
 the same mathematics, in float64, ``max|rewrite - xla| <= 1e-10 * max(1, max|xla|)`` for the
 output, the gradients with respect to the input and every parameter, and the parameters after
 one Adam step. The two forms are pinned with :func:`lowering.forms`; each check is one jitted
-program per form."""
+program per form, compiled with the suite's fast float64 options."""
 
+import functools
 import re
 
 import jax
@@ -18,6 +19,7 @@ from flax_arch import nn
 from flax_arch.models import recurrent
 from flax_arch._tolerances import ADAM_LR, FLOAT64, adam_eps
 from flax_arch.nn import lowering
+from parity_tests.harness import FAST_FLOAT64_COMPILER_OPTIONS
 from flax_arch.testing import assert_close
 
 F64 = np.float64
@@ -29,7 +31,7 @@ def _step(model: nnx.Module, x, cotangent):
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(ADAM_LR, eps=adam_eps(F64))
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_FLOAT64_COMPILER_OPTIONS)
     def run(params, x):
         def loss(params, x):
             y = nnx.merge(graphdef, params)(x)
@@ -235,7 +237,8 @@ def test_recurrence_forward_mode_matches_xla(case):
     results = {}
     for form in ("rewrite", "xla"):
         with lowering.forms(form):  # a new jitted function per form: jit caches the trace
-            results[form] = jax.jit(lambda p, v: run(p, v))(params, x)
+            results[form] = jax.jit(lambda p, v: run(p, v),
+                                    compiler_options=FAST_FLOAT64_COMPILER_OPTIONS)(params, x)
     with lowering.forms("rewrite"):
         assert "custom_jvp_call" in str(jax.make_jaxpr(lambda p, v: f(p, v))(params, x))
     names = ("jacfwd", "output", "jvp", "jvp of grad")
