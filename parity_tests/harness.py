@@ -48,6 +48,11 @@ FLOAT64_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
 # AlexNet's checks, which run a model five times, lose more than they save (ResNeXt compiled
 # in 0.35 s instead of 1.72 s but ran 1,815 ms instead of 132; AlexNet's float64 train check
 # took 9.1 s instead of 3.5): those families keep the options above.
+# Level 0 is not XLA's tested path: it miscompiles the float64 gradient of one of the port's
+# compositions (test_port.py::test_xla_cpu_level_0_miscompile), so arbitrary programs (the
+# port's) keep the options above, and a float64 check that fails only at level 0 is XLA's
+# fault: its family then joins SLOW_AT_LEVEL_0. A miscompile cannot pass a check: torch's
+# numbers are computed apart.
 FAST_FLOAT64_COMPILER_OPTIONS = {**FLOAT64_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 SLOW_AT_LEVEL_0 = {"resnet", "dcgan", "alexnet"}  # families whose float64 checks are compiled optimised
 
