@@ -374,13 +374,36 @@ def test_bad_inputs_and_states_are_named():
 MODULE_DB = module_db_samples(CELLS_BY_NAME := {"RNN", "LSTM", "GRU"})
 
 
+# Every SPREAD-th sample of each module in every run, all of them in the slow run: the 80
+# samples compiled and traced in ~40 s of a 2-core machine's time. module_db lists the product
+# of the options (and an initial state or none), each one of two values, so a step of 3 (odd)
+# walks every value of every option (asserted below).
+SPREAD = 3
+
+
 @pytest.mark.parametrize("name,mode,samples", [pytest.param(*g, id=f"{g[0]}-{g[1]}")
                                                for g in module_db_groups(CELLS_BY_NAME)])
 def test_module_db_samples(name, mode, samples):
     """torch's own samples (test_module_db's check, float64 to 1e-10): unbatched sequences,
     with and without initial states, over the options; the LSTM with proj_size 0 and 2.
     Each module's samples run in one compiled program; a mismatch names the sample."""
+    run_samples(name, mode, samples[::SPREAD])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,mode,samples", [pytest.param(*g, id=f"{g[0]}-{g[1]}")
+                                               for g in module_db_groups(CELLS_BY_NAME)])
+def test_every_module_db_sample(name, mode, samples):
     run_samples(name, mode, samples)
+
+
+def test_module_db_spread_takes_every_option_value():
+    for name, _, samples in module_db_groups(CELLS_BY_NAME):
+        def values(chosen):
+            return {(k, repr(v)) for _, sample in chosen
+                    for k, v in sample.constructor_input.kwargs.items()} | {
+                ("initial state", len(sample.forward_input.args)) for _, sample in chosen}
+        assert values(samples[::SPREAD]) == values(samples), name
 
 
 def test_module_db_samples_need_one_mode():
