@@ -135,7 +135,8 @@ def test_registry_model(name):
     twin.eval()
     gp, sp = nnx.split(ported)
     gt, st = nnx.split(twin)
-    ours, theirs = jax.jit(lambda ps, ts, xs: (nnx.merge(gp, ps)(*xs), nnx.merge(gt, ts)(*xs)))(
+    ours, theirs = jax.jit(lambda ps, ts, xs: (nnx.merge(gp, ps)(*xs), nnx.merge(gt, ts)(*xs)),
+                           compiler_options=FLOAT64_COMPILER_OPTIONS)(
         sp, st, [jnp.asarray(x) for x in flax_in])
     ours, theirs = jax.tree.leaves(ours), jax.tree.leaves(theirs)
     assert len(ours) == len(theirs)
