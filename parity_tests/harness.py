@@ -54,7 +54,7 @@ FLOAT64_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
 # fault: its family then joins SLOW_AT_LEVEL_0. A miscompile cannot pass a check: torch's
 # numbers are computed apart.
 FAST_FLOAT64_COMPILER_OPTIONS = {**FLOAT64_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
-SLOW_AT_LEVEL_0 = {"resnet", "dcgan", "alexnet"}  # families whose float64 checks are compiled optimised
+SLOW_AT_LEVEL_0 = {"resnet", "dcgan", "alexnet"}  # families whose float64 checks stay optimised
 
 
 def float64_compiler_options(family: str | None = None) -> dict:

@@ -45,7 +45,7 @@ def test_adversarial_steps(dtype):
     nets = {"G": g.torch, "D": d.torch}
     start = {(n, k): v.clone() for n, net in nets.items() for k, v in net.state_dict().items()}
     rng = np.random.default_rng(7)
-    step_fn = nnx.jit(flax_arch.adversarial_step)  # one wrapper: the second step reuses its program
+    step_fn = nnx.jit(flax_arch.adversarial_step)  # one jitted function for both steps
     for step in range(1, 3):
         real = rng.uniform(-1.0, 1.0, (4, 3, 64, 64)).astype(dtype)
         noise = rng.standard_normal((4, NZ, 1, 1)).astype(dtype)
