@@ -12,7 +12,7 @@ Examples::
     python -m benchmarks --port torchvision.models:mobilenet_v2 --input 1,3,224,224
 
 Every speedup is the median of paired per-round ratios with its 95% interval; a case whose
-interval is wider than +-10%, whose ratio changed during the case, whose sides did not settle,
+interval is wider than +-10%, whose ratio changed during the case, whose sides drifted,
 or that shared the machine with other work is marked unstable, and the geometric means leave
 it out (:mod:`benchmarks.stats`, :mod:`benchmarks.timing`). A model that fails is reported as failed, and the run goes on;
 unknown names, impossible batch sizes and dtypes the device lacks are named and skipped. The
@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="warm-up and timing budget per model and mode, compilation apart "
                         "(default 60, --quick 2); sampling stops earlier once the speedup's "
-                        "interval is within +-5%%, and a case whose interval is then wider "
-                        "than +-10%% is marked unstable")
+                        "interval is within +-5%%, goes on to twice the budget while it is "
+                        "wider than +-10%%, and a case whose interval is then still wider "
+                        "is marked unstable")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="start no new model after this many seconds; the rest are reported "
                         "as skipped")

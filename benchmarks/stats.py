@@ -16,12 +16,16 @@ rotating; the estimate is made of rounds:
 * :func:`median_ci`: the median of the kept ratios with a distribution-free 95% confidence
   interval from the order statistics (the binomial law of how many ratios fall below the true
   median). No assumption about the ratios' distribution: two states, outliers, skew.
+* :func:`quotable`: the interval lies within ``STABLE_WITHIN`` of the median (a case whose
+  interval is wider when its budget is spent samples on, :mod:`benchmarks.timing`).
 * :func:`precise`: sampling may stop once the interval's half-width is at most
   ``TARGET_HALF_WIDTH`` of the median, with ``MIN_ROUNDS`` kept.
 * :func:`verdict`: ``stable`` when the interval lies within ``STABLE_WITHIN`` of the median,
   the two chronological halves of the kept ratios agree (their medians within
   ``STABLE_WITHIN``, or their interquartile ranges overlap: no change of state during the case),
-  every side settled in its warm-up and other processes left the cores alone.
+  every side ran in its steady state (settled in its warm-up, or its blocks did not
+  :func:`drift` during the rounds: a noisy side may not settle within a short warm-up and
+  still be steady) and other processes left the cores alone.
 * :func:`settled`: warm-up ends when the median of the last ``window`` blocks is within
   ``tol`` of the median of the ``window`` before them (pyperf's halves test, on medians).
 
@@ -39,7 +43,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 __all__ = ["quartiles", "iqr", "relative_spread", "settled", "paired_ratios", "steady_rounds",
-           "median_ci", "half_width", "precise", "other_cores", "verdict", "geomean",
+           "median_ci", "half_width", "quotable", "precise", "drift", "other_cores", "verdict",
+           "geomean",
            "SETTLE_WINDOW", "SETTLE_TOL", "CONFIDENCE", "MIN_ROUNDS", "TARGET_HALF_WIDTH",
            "STABLE_WITHIN", "KEEP_CPU_SHARE", "MAX_OTHER_CORES"]
 
@@ -93,6 +98,20 @@ def settled(xs: Sequence[float], window: int = SETTLE_WINDOW, tol: float = SETTL
     before = statistics.median(xs[-2 * window:-window])
     last = statistics.median(xs[-window:])
     return abs(before - last) <= tol * last
+
+
+def drift(xs: Sequence[float], within: float = STABLE_WITHIN) -> tuple[float, float] | None:
+    """``(first, second)``, the medians of the two chronological halves of ``xs``, when they
+    tell of a change of state: medians more than ``within`` apart and interquartile ranges
+    disjoint (noise alone leaves the ranges overlapping); None otherwise, and for fewer than
+    4 values."""
+    if len(xs) < 4:
+        return None
+    half = len(xs) // 2
+    (q1a, first, q3a), (q1b, second, q3b) = quartiles(xs[:half]), quartiles(xs[half:])
+    if abs(second / first - 1) > within and (q3a < q1b or q3b < q1a):
+        return first, second
+    return None
 
 
 def paired_ratios(numerator: Sequence[float], denominator: Sequence[float],
@@ -154,6 +173,16 @@ def half_width(ci: tuple[float, float, float]) -> float:
     return (high - low) / 2 / median
 
 
+def quotable(ratios: Sequence[float], within: float = STABLE_WITHIN) -> bool:
+    """Whether the median of ``ratios`` can be quoted: it has an interval, and the interval
+    lies within ``within`` of it."""
+    ci = median_ci(ratios)
+    if ci is None:
+        return False
+    median, low, high = ci
+    return (1 - within) * median <= low and high <= (1 + within) * median
+
+
 def precise(ratios: Sequence[float], min_rounds: int = MIN_ROUNDS,
             target: float = TARGET_HALF_WIDTH) -> bool:
     """Whether sampling may stop: at least ``min_rounds`` ratios whose interval's half-width is
@@ -177,23 +206,24 @@ def verdict(ratios: Mapping[str, Sequence[float]], settled_sides: Mapping[str, b
     """``(stable, reasons)``: whether the speedups can be quoted, and why not.
 
     ``ratios``: per compared side, its kept paired ratios in the order timed;
-    ``settled_sides``: whether each side's warm-up settled; ``others``: :func:`other_cores`
-    over the case (None: not known on this platform).
+    ``settled_sides``: whether each side ran in a steady state (:func:`benchmarks.timing.measure`:
+    its warm-up settled, or its blocks did not :func:`drift` during the rounds);
+    ``others``: :func:`other_cores` over the case (None: not known on this platform).
     """
-    reasons = [f"{side} did not settle in warm-up" for side, ok in settled_sides.items()
-               if not ok]
+    reasons = [f"{side} did not settle (its blocks drifted in warm-up and during the rounds)"
+               for side, ok in settled_sides.items() if not ok]
     for side, xs in ratios.items():
         ci = median_ci(xs)
         if ci is None:
             reasons.append(f"{side}: {len(xs)} undisturbed round(s), too few for an interval")
             continue
         median, low, high = ci
-        if low < (1 - within) * median or high > (1 + within) * median:
+        if not quotable(xs, within):
             reasons.append(f"{side}: interval [{low:.2f}, {high:.2f}] wider than "
                            f"+-{within:.0%} of {median:.2f}")
-        half = len(xs) // 2
-        (q1a, first, q3a), (q1b, second, q3b) = quartiles(xs[:half]), quartiles(xs[half:])
-        if abs(second / first - 1) > within and (q3a < q1b or q3b < q1a):
+        changed = drift(xs, within)
+        if changed is not None:
+            first, second = changed
             reasons.append(f"{side}: the ratio changed during the case ({first:.2f} in the "
                            f"first half of the rounds, {second:.2f} in the second)")
     if others is not None and others > max_other_cores:

@@ -7,8 +7,9 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    back-to-back calls to last ``block_s``) and its lead-in (enough to last ``lead_in_s``, one
    call at least).
 2. Warm-up: one side at a time, its blocks back to back (no lead-in needed: each follows
-   the same side) until their times settle (:func:`stats.settled`), at most half the budget
-   in all; discarded.
+   the same side) until their times settle (:func:`stats.settled`), at most
+   ``WARMUP_SHARE`` of the budget in all; discarded. A side that has not settled by then is still judged steady if its
+   blocks do not drift during the rounds (:func:`stats.drift`).
 3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a
    linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
    of the same side**, or the same side's previous block (B A after A B). On a 2-core machine torch's OpenMP workers
@@ -27,7 +28,11 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
 
 The garbage collector is off meanwhile. The budget is ``budget_s``, or ``MIN_BUDGET_ROUNDS``
 rounds where those take longer; the rounds left out as disturbed do not count against it, up
-to ``MAX_BUDGET_FACTOR`` budgets in all.
+to ``MAX_BUDGET_FACTOR`` budgets in all; a case whose interval is still too wide to quote
+(wider than ``stats.STABLE_WITHIN``) when its budget is spent samples on, up to
+``WIDE_BUDGET_FACTOR`` budgets of undisturbed rounds: with ten rounds the 95% interval of the
+median runs from the second-lowest ratio to the second-highest, and one stray block on each
+side widens it; with twenty it runs from the sixth to the fifteenth.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from typing import Any
 from . import stats
 
 __all__ = ["Timing", "MachineCheck", "measure", "alone", "check_machine", "machine_control",
-           "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "LEAD_IN_S"]
+           "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "WIDE_BUDGET_FACTOR", "WARMUP_SHARE",
+           "LEAD_IN_S"]
 
 # The untimed lead-in before every block: measured by benchmarks/leadin.py (a 5 ms lead-in
 # left JAX's blocks 7-22% spread; 25 ms brought them to 0-3%).
@@ -56,6 +62,12 @@ MIN_BUDGET_ROUNDS = 12
 # Rounds a paused host disturbed do not count against the budget (sampling goes on while the
 # interval is wide), up to this many budgets in all.
 MAX_BUDGET_FACTOR = 3.0
+# A case whose interval is still too wide to quote at the end of its budget samples on, up
+# to this many budgets of undisturbed rounds (within MAX_BUDGET_FACTOR in all).
+WIDE_BUDGET_FACTOR = 2.0
+# The warm-up's share of the budget, at most: the rounds judge whether a side that has not
+# settled by then ran steadily (stats.drift), so a noisy side's warm-up need not take more.
+WARMUP_SHARE = 0.25
 
 
 @dataclass
@@ -67,7 +79,7 @@ class Timing:
     cpu_per_wall: dict[str, list[float | None]]
     kept: list[bool]  # per round: ran undisturbed (stats.steady_rounds)
     pairs: list[tuple[str, str]]  # (numerator, denominator) sides compared
-    settled: dict[str, bool]
+    settled: dict[str, bool]  # per side: its warm-up settled, or its kept blocks did not drift
     warmup_blocks: dict[str, int]
     calls_per_block: dict[str, int]
     lead_in_calls: dict[str, int]
@@ -178,7 +190,7 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
         settled = {n: False for n in names}
         for i, name in enumerate(names):
             blocks_and_cpu: list[tuple[float, float | None]] = []
-            while not settled[name] and not over(0.5 * (i + 1) / len(names)):
+            while not settled[name] and not over(WARMUP_SHARE * (i + 1) / len(names)):
                 blocks_and_cpu.append(block(name, lead_in=False))
                 steady = stats.steady_rounds({name: [c for _, c in blocks_and_cpu]})
                 warm[name] = [b for (b, _), k in zip(blocks_and_cpu, steady) if k]
@@ -216,12 +228,19 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
                 break
             else:  # the budget: disturbed rounds do not count, up to MAX_BUDGET_FACTOR in all
                 lost = sum(s for s, k in zip(round_wall, kept) if not k)
-                if over(1.0, lost) or over(MAX_BUDGET_FACTOR):
+                wide = not all(stats.quotable(x) for x in ratios.values())
+                if (over(WIDE_BUDGET_FACTOR if wide else 1.0, lost)
+                        or over(MAX_BUDGET_FACTOR)):
                     break
         wall = time.perf_counter() - t0
     finally:
         if gc_enabled:
             gc.enable()
+    # a side whose warm-up did not settle within its share of the budget (a noisy side's
+    # medians of three blocks can differ by 10% without a trend) still ran in its steady
+    # state if its undisturbed blocks did not drift during the rounds
+    steady = {n: settled[n] or stats.drift([b for b, k in zip(blocks[n], kept) if k]) is None
+              for n in names}
     # other processes' use of the cores during the undisturbed rounds: a competitor that ran
     # throughout lowers every round alike, which the per-round filter cannot see
     measured = [o for o, k in zip(round_others, kept) if k and o is not None]
@@ -229,7 +248,7 @@ def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: fl
     if measured and sum(w for _, w in measured) > 0:
         others = stats.other_cores(sum(o for o, _ in measured), 0.0,
                                    sum(w for _, w in measured))
-    return Timing(blocks, cpu, kept, pairs, settled, {n: len(warm[n]) for n in names}, calls,
+    return Timing(blocks, cpu, kept, pairs, steady, {n: len(warm[n]) for n in names}, calls,
                   lead, others, wall, ratios)
 
 
