@@ -4,9 +4,15 @@
 with the same weights, the same inputs each in its own layout, one dtype, one device);
 :func:`run_case` builds the pair of a registered model at a registry size
 (:func:`benchmarks.steps.build_pair`) and times it. The sides are the steps of
-:mod:`benchmarks.steps`, timed by :func:`benchmarks.timing.measure` (each block after a
-lead-in of its own side, the sides alternating) and judged by :mod:`benchmarks.stats` (the
-median paired ratio with its 95% interval). Each record (:class:`benchmarks.record.Record`)
+:mod:`benchmarks.steps`, timed by a :class:`benchmarks.timing.Sampler` (each block after a
+lead-in of its own side, the sides alternating) in two visits and judged by
+:mod:`benchmarks.stats` (the median paired ratio with its 95% interval).
+:func:`start_case` / :func:`start_pair` compile a case and visit it once, :func:`visit_again`
+visits it a second time and fills its record: ``python -m benchmarks`` visits every case
+once, then every case again in reverse order, so that each case is sampled at two times
+minutes apart (a side can run at one of two speeds for seconds at a time; the verdict flags a
+ratio that differs between the visits). :func:`run_case` and :func:`run_pair` make both
+visits one after the other. Each record (:class:`benchmarks.record.Record`)
 carries the medians, the interval, every block, which rounds ran undisturbed, the cores other
 processes kept busy meanwhile, and the verdict ``stable`` with its reasons.
 """
@@ -20,6 +26,7 @@ import os
 import pkgutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -31,10 +38,10 @@ from . import flops, stats, steps
 from .device import DeviceInfo, matmul_precision, versions
 from .record import Case, Options, Record
 from .steps import Pair, build_pair
-from .timing import Timing, measure
+from .timing import Sampler, Timing
 
-__all__ = ["import_families", "cases", "run_pair", "run_case", "skipped", "fill_timing",
-           "MODES"]
+__all__ = ["import_families", "cases", "run_pair", "run_case", "start_case", "start_pair",
+           "visit_again", "Visiting", "skipped", "fill_timing", "MODES"]
 
 MODES = ("forward", "train")
 
@@ -85,43 +92,97 @@ def skipped(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
     return [Record(mode=m, batch_size=case.batch_size, skipped=reason, **base) for m in modes]
 
 
-def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
-             note: Callable[[str], None] = print) -> list[Record]:
-    """Every mode of one registered model (:func:`build_pair`, then :func:`run_pair`); a
-    failure becomes a record with its error."""
+def start_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
+               note: Callable[[str], None] = print) -> list[Visiting]:
+    """Every mode of one registered model (:func:`build_pair`, then :func:`start_pair`): the
+    first visits; a failure to build becomes a record with its error."""
     family = flax_arch.get_entry(case.model).family
     try:
         pair = build_pair(case, opts, device)
     except Exception as err:
         note(f"{case.model}: build failed: {_short(err)}")
         base = _base(case.model, family, case.dtype, opts, device)
-        return [Record(mode=m, batch_size=case.batch_size, error=_short(err),
-                       load_avg=os.getloadavg()[0], **base) for m in modes]
-    return run_pair(pair, modes, opts, device, model=case.model, dtype=case.dtype,
-                    family=family, note=note)
+        return [Visiting(Record(mode=m, batch_size=case.batch_size, error=_short(err),
+                                load_avg=os.getloadavg()[0], **base)) for m in modes]
+    return start_pair(pair, modes, opts, device, model=case.model, dtype=case.dtype,
+                      family=family, note=note)
+
+
+def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
+             note: Callable[[str], None] = print) -> list[Record]:
+    """Every mode of one registered model, both visits one after the other."""
+    return [visit_again(v, opts, device, note)
+            for v in start_case(case, modes, opts, device, note)]
+
+
+@dataclass
+class Visiting:
+    """One mode of a case between its two visits (:class:`benchmarks.timing.Sampler`): its
+    record, the sampler timing its sides (None once it failed) and what fills the record from
+    the sampler's timing."""
+
+    rec: Record
+    sampler: Sampler | None = None
+    finish: Callable[[Timing], None] | None = None
+
+
+def start_pair(pair: Pair, modes: list[str], opts: Options, device: DeviceInfo, *, model: str,
+               dtype: str, family: str = "", note: Callable[[str], None] = print
+               ) -> list[Visiting]:
+    """Every mode of ``pair`` (already in ``dtype`` on ``device``) compiled and visited once,
+    its record named ``model``; a mode that fails keeps its error, and the others still run.
+    :func:`visit_again` completes each."""
+    base = _base(model, family, dtype, opts, device)
+    visiting = []
+    with matmul_precision(device, dtype, opts.precision) as precision, \
+            lowering.forms(opts.lowering):
+        for mode in modes:
+            v = Visiting(Record(mode=mode, batch_size=pair.batch_size, precision=precision,
+                                **base))
+            try:
+                v.sampler, v.finish = _start_mode(pair, mode, v.rec, opts, device, note)
+                v.sampler.visit(last=False)
+            except Exception as err:
+                v.rec.error, v.sampler = _short(err), None
+                note(f"{model} {mode}: failed: {v.rec.error}")
+                v.rec.load_avg = os.getloadavg()[0]
+            visiting.append(v)
+            _free_accelerator(device)
+    return visiting
+
+
+def visit_again(v: Visiting, opts: Options, device: DeviceInfo,
+                note: Callable[[str], None] = print) -> Record:
+    """The second and last visit of a mode :func:`start_pair` began; its record, filled."""
+    if v.sampler is None:
+        return v.rec
+    try:
+        with matmul_precision(device, v.rec.dtype, opts.precision):
+            v.sampler.visit(last=True)
+        v.finish(v.sampler.timing())
+    except Exception as err:
+        v.rec.error = _short(err)
+        note(f"{v.rec.model} {v.rec.mode}: failed: {v.rec.error}")
+    v.rec.load_avg = os.getloadavg()[0]
+    v.sampler = v.finish = None  # the models and programs can go
+    _free_accelerator(device)
+    return v.rec
 
 
 def run_pair(pair: Pair, modes: list[str], opts: Options, device: DeviceInfo, *, model: str,
              dtype: str, family: str = "", note: Callable[[str], None] = print) -> list[Record]:
     """Every mode of ``pair`` (already in ``dtype`` on ``device``), one record each, named
-    ``model``; a mode that fails becomes a record with its error, and the others still run."""
-    base = _base(model, family, dtype, opts, device)
-    records = []
-    with matmul_precision(device, dtype, opts.precision) as precision, \
-            lowering.forms(opts.lowering):
-        for mode in modes:
-            rec = Record(mode=mode, batch_size=pair.batch_size, precision=precision, **base)
-            try:
-                _run_mode(pair, mode, rec, opts, device, note)
-            except Exception as err:
-                rec.error = _short(err)
-                note(f"{model} {mode}: failed: {rec.error}")
-            rec.load_avg = os.getloadavg()[0]
-            records.append(rec)
-            if device.torch_device == "cuda":  # leave the card's memory to the next case's JAX
-                gc.collect()  # (on CPU the next measure() collects before it times)
-                torch.cuda.empty_cache()
-    return records
+    ``model``, its two visits one after the other; a mode that fails becomes a record with its
+    error, and the others still run."""
+    return [visit_again(v, opts, device, note)
+            for v in start_pair(pair, modes, opts, device, model=model, dtype=dtype,
+                                family=family, note=note)]
+
+
+def _free_accelerator(device: DeviceInfo) -> None:
+    if device.torch_device == "cuda":  # leave the card's memory to the next case's JAX
+        gc.collect()  # (on CPU the next visit collects before it times)
+        torch.cuda.empty_cache()
 
 
 def fill_timing(rec: Record, timing: Timing, opts: Options) -> None:
@@ -134,6 +195,7 @@ def fill_timing(rec: Record, timing: Timing, opts: Options) -> None:
     rec.lead_in_ms = 1e3 * opts.lead_in_s
     rec.warmup_blocks, rec.calls_per_block = timing.warmup_blocks, timing.calls_per_block
     rec.lead_in_calls = timing.lead_in_calls
+    rec.visits = timing.visits
     rec.timing_s, rec.other_cores = timing.wall_s, timing.other_cores
     rec.stable, rec.unstable_reasons = timing.verdict()
     for side in ms:
@@ -153,8 +215,10 @@ def fill_timing(rec: Record, timing: Timing, opts: Options) -> None:
                 setattr(rec, f"{field}_ci", [ci[1], ci[2]])
 
 
-def _run_mode(p: Pair, mode: str, rec: Record, opts: Options, device: DeviceInfo,
-              note: Callable[[str], None]) -> None:
+def _start_mode(p: Pair, mode: str, rec: Record, opts: Options, device: DeviceInfo,
+                note: Callable[[str], None]) -> tuple[Sampler, Callable[[Timing], None]]:
+    """The sides of one mode, compiled (the record gets the compile times), their sampler,
+    and what fills the record from its timing."""
     if mode == "forward":
         jax_step = steps.jax_forward(p, opts.seed)
         eager = steps.torch_forward(p, device, p.torch_model)
@@ -184,14 +248,17 @@ def _run_mode(p: Pair, mode: str, rec: Record, opts: Options, device: DeviceInfo
             rec.torch_compile_error = _short(err)
             note(f"{rec.model} {mode}: torch.compile failed: {rec.torch_compile_error}")
 
-    timing = measure(sides, block_s=opts.block_s, budget_s=opts.budget_s,
-                     lead_in_s=opts.lead_in_s)
-    fill_timing(rec, timing, opts)
+    sampler = Sampler(sides, block_s=opts.block_s, budget_s=opts.budget_s,
+                      lead_in_s=opts.lead_in_s)
 
-    rec.flops_jaxpr = jax_step.flops_jaxpr or None
-    rec.flops, rec.flops_source = flops.per_call(rec.flops_xla, rec.flops_jaxpr)
-    if rec.flops is not None:
-        rec.gflops = rec.flops / rec.jax_ms / 1e6
-        rec.torch_gflops = rec.flops / rec.torch_eager_ms / 1e6
-        if rec.peak_gflops:
-            rec.roofline = rec.gflops / rec.peak_gflops
+    def finish(timing: Timing) -> None:
+        fill_timing(rec, timing, opts)
+        rec.flops_jaxpr = jax_step.flops_jaxpr or None
+        rec.flops, rec.flops_source = flops.per_call(rec.flops_xla, rec.flops_jaxpr)
+        if rec.flops is not None:
+            rec.gflops = rec.flops / rec.jax_ms / 1e6
+            rec.torch_gflops = rec.flops / rec.torch_eager_ms / 1e6
+            if rec.peak_gflops:
+                rec.roofline = rec.gflops / rec.peak_gflops
+
+    return sampler, finish

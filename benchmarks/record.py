@@ -89,6 +89,7 @@ class Record:
     roofline: float | None = None  # gflops / peak_gflops
     rounds: int = 0  # timed rounds
     rounds_kept: int = 0  # of which undisturbed (CPU time / wall time at the side's usual)
+    visits: list[int] = field(default_factory=list)  # rounds timed in each visit to the case
     lead_in_ms: float | None = None  # the untimed lead-in before each block
     warmup_blocks: dict[str, int] = field(default_factory=dict)
     calls_per_block: dict[str, int] = field(default_factory=dict)

@@ -22,7 +22,8 @@ rotating; the estimate is made of rounds:
   ``TARGET_HALF_WIDTH`` of the median, with ``MIN_ROUNDS`` kept.
 * :func:`verdict`: ``stable`` when the interval lies within ``STABLE_WITHIN`` of the median,
   the two chronological halves of the kept ratios agree (their medians within
-  ``STABLE_WITHIN``, or their interquartile ranges overlap: no change of state during the case),
+  ``STABLE_WITHIN``, or their interquartile ranges overlap: no change of state during the case;
+  for a case visited twice, the two visits' ratios),
   every side ran in its steady state (settled in its warm-up, or its blocks did not
   :func:`drift` during the rounds: a noisy side may not settle within a short warm-up and
   still be steady) and other processes left the cores alone.
@@ -100,14 +101,15 @@ def settled(xs: Sequence[float], window: int = SETTLE_WINDOW, tol: float = SETTL
     return abs(before - last) <= tol * last
 
 
-def drift(xs: Sequence[float], within: float = STABLE_WITHIN) -> tuple[float, float] | None:
-    """``(first, second)``, the medians of the two chronological halves of ``xs``, when they
-    tell of a change of state: medians more than ``within`` apart and interquartile ranges
-    disjoint (noise alone leaves the ranges overlapping); None otherwise, and for fewer than
-    4 values."""
-    if len(xs) < 4:
+def drift(xs: Sequence[float], within: float = STABLE_WITHIN,
+          split: int | None = None) -> tuple[float, float] | None:
+    """``(first, second)``, the medians of ``xs[:split]`` and ``xs[split:]`` (default: the
+    two chronological halves), when they tell of a change of state: medians more than
+    ``within`` apart and interquartile ranges disjoint (noise alone leaves the ranges
+    overlapping); None otherwise, and where either part has fewer than 2 values."""
+    half = len(xs) // 2 if split is None else split
+    if min(half, len(xs) - half) < 2:
         return None
-    half = len(xs) // 2
     (q1a, first, q3a), (q1b, second, q3b) = quartiles(xs[:half]), quartiles(xs[half:])
     if abs(second / first - 1) > within and (q3a < q1b or q3b < q1a):
         return first, second
@@ -202,13 +204,17 @@ def other_cores(busy_s: float, own_s: float, wall_s: float) -> float:
 
 def verdict(ratios: Mapping[str, Sequence[float]], settled_sides: Mapping[str, bool],
             others: float | None, *, within: float = STABLE_WITHIN,
-            max_other_cores: float = MAX_OTHER_CORES) -> tuple[bool, list[str]]:
+            max_other_cores: float = MAX_OTHER_CORES,
+            first_visit: int | None = None) -> tuple[bool, list[str]]:
     """``(stable, reasons)``: whether the speedups can be quoted, and why not.
 
     ``ratios``: per compared side, its kept paired ratios in the order timed;
     ``settled_sides``: whether each side ran in a steady state (:func:`benchmarks.timing.measure`:
     its warm-up settled, or its blocks did not :func:`drift` during the rounds);
-    ``others``: :func:`other_cores` over the case (None: not known on this platform).
+    ``others``: :func:`other_cores` over the case (None: not known on this platform);
+    ``first_visit``: how many of the ratios the case's first visit timed, where it was
+    visited twice (:class:`benchmarks.timing.Sampler`): a ratio that :func:`drift` s between
+    the visits is flagged.
     """
     reasons = [f"{side} did not settle (its blocks drifted in warm-up and during the rounds)"
                for side, ok in settled_sides.items() if not ok]
@@ -221,11 +227,18 @@ def verdict(ratios: Mapping[str, Sequence[float]], settled_sides: Mapping[str, b
         if not quotable(xs, within):
             reasons.append(f"{side}: interval [{low:.2f}, {high:.2f}] wider than "
                            f"+-{within:.0%} of {median:.2f}")
-        changed = drift(xs, within)
-        if changed is not None:
-            first, second = changed
-            reasons.append(f"{side}: the ratio changed during the case ({first:.2f} in the "
-                           f"first half of the rounds, {second:.2f} in the second)")
+        if first_visit is None:  # one visit: its two halves
+            changed = drift(xs, within)
+            if changed is not None:
+                first, second = changed
+                reasons.append(f"{side}: the ratio changed during the case ({first:.2f} in "
+                               f"the first half of the rounds, {second:.2f} in the second)")
+        else:
+            changed = drift(xs, within, first_visit)
+            if changed is not None:
+                first, second = changed
+                reasons.append(f"{side}: the ratio changed between the case's two visits "
+                               f"({first:.2f} in the first, {second:.2f} in the second)")
     if others is not None and others > max_other_cores:
         reasons.append(f"other processes used {others:.2f} cores")
     return not reasons, reasons

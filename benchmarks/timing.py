@@ -49,8 +49,8 @@ from typing import Any
 
 from . import stats
 
-__all__ = ["Timing", "MachineCheck", "measure", "alone", "check_machine", "machine_control",
-           "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "WIDE_BUDGET_FACTOR", "WARMUP_SHARE",
+__all__ = ["Timing", "Sampler", "MachineCheck", "measure", "alone", "check_machine",
+           "machine_control", "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "WIDE_BUDGET_FACTOR", "WARMUP_SHARE",
            "LEAD_IN_S"]
 
 # The untimed lead-in before every block: measured by benchmarks/leadin.py (a 5 ms lead-in
@@ -86,6 +86,7 @@ class Timing:
     other_cores: float | None
     wall_s: float
     ratios: dict[str, list[float]] = field(default_factory=dict)  # "num/den": kept ratios
+    visits: list[int] = field(default_factory=list)  # rounds timed in each visit
 
     def kept_blocks(self, side: str) -> list[float]:
         return [b for b, k in zip(self.blocks[side], self.kept) if k]
@@ -98,8 +99,15 @@ class Timing:
         """The median paired ratio and its interval (:func:`stats.median_ci`)."""
         return stats.median_ci(self.ratios[f"{numerator}/{denominator}"])
 
+    def first_visit_kept(self) -> int | None:
+        """How many of the kept rounds the first visit timed (None: one visit)."""
+        if len(self.visits) < 2:
+            return None
+        return sum(self.kept[:self.visits[0]])
+
     def verdict(self) -> tuple[bool, list[str]]:
-        return stats.verdict(self.ratios, self.settled, self.other_cores)
+        return stats.verdict(self.ratios, self.settled, self.other_cores,
+                             first_visit=self.first_visit_kept())
 
 
 def _calls_for(seconds: float, per_call_s: float) -> int:
@@ -141,115 +149,165 @@ def _time_calls(run: Callable[[], Any], calls: int) -> tuple[float, float | None
     return wall / calls, ((c1 - c0) / wall if wall > 0 else None)
 
 
+class Sampler:
+    """Times ``sides`` in one or more *visits* (the module docstring's steps; :func:`measure`
+    is one visit): the first calibrates and warms up, every visit times rounds, and the
+    estimate pools them. Between visits the caller may run other work: a run that visits
+    every case twice, minutes apart, samples each case's sides in whatever states the machine
+    is in at both times, and :func:`stats.verdict` flags a ratio that differs between visits
+    (a side can run for seconds at a time in one of two speeds, and a single visit would
+    quote whichever it happened to meet).
+
+    ``pairs``: the ``(numerator, denominator)`` sides whose paired ratios are estimated
+    (default: every other side over the first).
+    """
+
+    def __init__(self, sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: float,
+                 lead_in_s: float = LEAD_IN_S, pairs: Sequence[tuple[str, str]] | None = None,
+                 min_rounds: int = stats.MIN_ROUNDS):
+        self.sides, self.names = sides, list(sides)
+        self.pairs = list(pairs) if pairs is not None else [
+            (n, self.names[0]) for n in self.names[1:]]
+        unknown = {s for p in self.pairs for s in p} - set(self.names)
+        if unknown or not self.pairs:
+            raise ValueError(f"pairs {self.pairs} must name two of the sides {self.names}")
+        self.block_s, self.budget_s, self.lead_in_s = block_s, budget_s, lead_in_s
+        self.min_rounds = min_rounds
+        self.calls: dict[str, int] = {}
+        self.lead: dict[str, int] = {}
+        self.seen: dict[str, list[float]] = {}  # seconds per call of every call or block
+        self.warm: dict[str, list[float]] = {n: [] for n in self.names}  # undisturbed warm-up
+        self.settled = {n: False for n in self.names}  # in warm-up
+        self.blocks: dict[str, list[float]] = {n: [] for n in self.names}
+        self.cpu: dict[str, list[float | None]] = {n: [] for n in self.names}
+        self.kept: list[bool] = []
+        self.ratios: dict[str, list[float]] = {}
+        self.round_wall: list[float] = []
+        self.round_others: list[tuple[float, float] | None] = []  # (others' CPU s, wall s)
+        self.visits: list[int] = []  # rounds timed in each visit
+        self.spent = 0.0  # seconds sampled in the visits before this one
+        self._t0 = 0.0
+
+    def _calibrate(self, per_call: dict[str, float]) -> None:
+        for n in self.names:
+            self.calls[n] = _calls_for(self.block_s, per_call[n])
+            self.lead[n] = _calls_for(self.lead_in_s, per_call[n]) if self.lead_in_s > 0 else 0
+
+    def _block(self, name: str, lead_in: bool = True) -> tuple[float, float | None]:
+        if lead_in:
+            _run_calls(self.sides[name], self.lead[name])  # untimed: this side's steady state
+        per_call, cpu = _time_calls(self.sides[name], self.calls[name])
+        self.seen[name].append(per_call)
+        return per_call, cpu
+
+    def _over(self, share: float, lost_s: float = 0.0) -> bool:
+        """Past this share of the case's budget (all visits), not counting ``lost_s``?"""
+        round_s = sum((self.calls[n] + self.lead[n]) * statistics.median(self.seen[n])
+                      for n in self.names)
+        spent = self.spent + time.perf_counter() - self._t0 - lost_s
+        return spent >= share * max(self.budget_s, MIN_BUDGET_ROUNDS * round_s)
+
+    def _warm_up(self) -> None:
+        for name in self.names:  # the first call may pay for allocations; the second calibrates
+            _run_calls(self.sides[name], 1)
+            self.seen[name] = [_time_calls(self.sides[name], 1)[0]]
+        self._calibrate({n: self.seen[n][0] for n in self.names})
+        for i, name in enumerate(self.names):
+            blocks_and_cpu: list[tuple[float, float | None]] = []
+            while not self.settled[name] and not self._over(
+                    WARMUP_SHARE * (i + 1) / len(self.names)):
+                blocks_and_cpu.append(self._block(name, lead_in=False))
+                steady = stats.steady_rounds({name: [c for _, c in blocks_and_cpu]})
+                self.warm[name] = [b for (b, _), k in zip(blocks_and_cpu, steady) if k]
+                self.settled[name] = stats.settled(self.warm[name])
+        self._calibrate({n: statistics.median(self.warm[n][-stats.SETTLE_WINDOW:]
+                                              or self.seen[n]) for n in self.names})
+
+    def _round(self, r: int) -> None:
+        start, before = time.perf_counter(), _cpu_seconds()
+        for name in _ordered(self.names, r):
+            per_call, share = self._block(name, lead_in=name != self._previous)
+            self._previous = name
+            self.blocks[name].append(per_call)
+            self.cpu[name].append(share)
+        self.round_wall.append(time.perf_counter() - start)
+        after = _cpu_seconds()
+        self.round_others.append(None if before is None or after is None else (
+            (after[0] - before[0]) - (after[1] - before[1]), self.round_wall[-1]))
+        self.kept = stats.steady_rounds(self.cpu)
+        self.ratios = {f"{a}/{b}": stats.paired_ratios(self.blocks[a], self.blocks[b],
+                                                       self.kept) for a, b in self.pairs}
+
+    def visit(self, *, last: bool = True, rounds: int | None = None) -> None:
+        """One visit: the warm-up if it is the first, then rounds. A visit before the last
+        stops at half ``min_rounds`` undisturbed rounds of its own (or half the budget); the
+        last stops as the module docstring says, over the rounds of every visit.
+        ``rounds``: exactly this many rounds, whatever the rules say (for experiments)."""
+        gc.collect()
+        gc_enabled = gc.isenabled()
+        gc.disable()
+        self._t0 = time.perf_counter()
+        self._previous: str | None = None  # the side whose block ran last in this visit
+        first = len(self.round_wall)
+        try:
+            if not self.visits:
+                self._warm_up()
+            while True:
+                # A B, B A, ...: within a visit each block after the first follows a lead-in
+                # of its own side or its side's previous block
+                self._round(len(self.round_wall) - first)
+                lost = sum(s for s, k in zip(self.round_wall, self.kept) if not k)
+                if rounds is not None:
+                    if len(self.round_wall) - first >= rounds:
+                        break
+                elif not last:
+                    if (sum(self.kept[first:]) >= math.ceil(self.min_rounds / 2)
+                            or self._over(0.5, lost) or self._over(MAX_BUDGET_FACTOR / 2)):
+                        break
+                elif all(stats.precise(x, self.min_rounds) for x in self.ratios.values()):
+                    break
+                else:  # the budget: disturbed rounds do not count, up to MAX_BUDGET_FACTOR
+                    wide = not all(stats.quotable(x) for x in self.ratios.values())
+                    if (self._over(WIDE_BUDGET_FACTOR if wide else 1.0, lost)
+                            or self._over(MAX_BUDGET_FACTOR)):
+                        break
+        finally:
+            self.spent += time.perf_counter() - self._t0
+            self.visits.append(len(self.round_wall) - first)
+            if gc_enabled:
+                gc.enable()
+
+    def timing(self) -> Timing:
+        """What the visits so far found."""
+        kept = self.kept
+        # a side whose warm-up did not settle within its share of the budget (a noisy side's
+        # medians of three blocks can differ by 10% without a trend) still ran in its steady
+        # state if its undisturbed blocks did not drift during the rounds
+        steady = {n: self.settled[n] or stats.drift(
+            [b for b, k in zip(self.blocks[n], kept) if k]) is None for n in self.names}
+        # other processes' use of the cores during the undisturbed rounds: a competitor that
+        # ran throughout lowers every round alike, which the per-round filter cannot see
+        measured = [o for o, k in zip(self.round_others, kept) if k and o is not None]
+        others = None
+        if measured and sum(w for _, w in measured) > 0:
+            others = stats.other_cores(sum(o for o, _ in measured), 0.0,
+                                       sum(w for _, w in measured))
+        return Timing(self.blocks, self.cpu, kept, self.pairs, steady,
+                      {n: len(self.warm[n]) for n in self.names}, dict(self.calls),
+                      dict(self.lead), others, self.spent, self.ratios, list(self.visits))
+
+
 def measure(sides: dict[str, Callable[[], Any]], *, block_s: float, budget_s: float,
             lead_in_s: float = LEAD_IN_S, pairs: Sequence[tuple[str, str]] | None = None,
             min_rounds: int = stats.MIN_ROUNDS, rounds: int | None = None) -> Timing:
-    """Times ``sides`` as the module docstring says: blocks of ``block_s`` after lead-ins of
-    ``lead_in_s`` (0: none), ``budget_s`` for warm-up and rounds.
-
-    ``pairs``: the ``(numerator, denominator)`` sides whose paired ratios are estimated
-    (default: every other side over the first). ``rounds``: time exactly this many rounds
-    after the warm-up, whatever the stopping rule and the budget say (for experiments).
-    """
-    names = list(sides)
-    pairs = list(pairs) if pairs is not None else [(n, names[0]) for n in names[1:]]
-    unknown = {s for p in pairs for s in p} - set(names)
-    if unknown or not pairs:
-        raise ValueError(f"pairs {pairs} must name two of the sides {names}")
-    gc.collect()
-    gc_enabled = gc.isenabled()
-    gc.disable()
-    t0 = time.perf_counter()
-    try:
-        calls, lead, seen = {}, {}, {}
-        for name in names:  # the first call may pay for allocations; the second calibrates
-            _run_calls(sides[name], 1)
-            seen[name] = [_time_calls(sides[name], 1)[0]]
-
-        def calibrate(per_call: dict[str, float]) -> None:
-            for n in names:
-                calls[n] = _calls_for(block_s, per_call[n])
-                lead[n] = _calls_for(lead_in_s, per_call[n]) if lead_in_s > 0 else 0
-
-        calibrate({n: seen[n][0] for n in names})
-
-        def block(name: str, lead_in: bool = True) -> tuple[float, float | None]:
-            if lead_in:
-                _run_calls(sides[name], lead[name])  # untimed: this side's steady state
-            per_call, cpu = _time_calls(sides[name], calls[name])
-            seen[name].append(per_call)
-            return per_call, cpu
-
-        def over(share: float, lost_s: float = 0.0) -> bool:
-            """Past this share of the case's budget, not counting ``lost_s`` seconds?"""
-            round_s = sum((calls[n] + lead[n]) * statistics.median(seen[n]) for n in names)
-            spent = time.perf_counter() - t0 - lost_s
-            return spent >= share * max(budget_s, MIN_BUDGET_ROUNDS * round_s)
-
-        warm = {n: [] for n in names}  # the undisturbed warm-up blocks
-        settled = {n: False for n in names}
-        for i, name in enumerate(names):
-            blocks_and_cpu: list[tuple[float, float | None]] = []
-            while not settled[name] and not over(WARMUP_SHARE * (i + 1) / len(names)):
-                blocks_and_cpu.append(block(name, lead_in=False))
-                steady = stats.steady_rounds({name: [c for _, c in blocks_and_cpu]})
-                warm[name] = [b for (b, _), k in zip(blocks_and_cpu, steady) if k]
-                settled[name] = stats.settled(warm[name])
-        r = 0
-        calibrate({n: statistics.median(warm[n][-stats.SETTLE_WINDOW:] or seen[n])
-                   for n in names})
-
-        blocks = {n: [] for n in names}
-        cpu = {n: [] for n in names}
-        kept: list[bool] = []
-        ratios: dict[str, list[float]] = {}
-        round_wall: list[float] = []
-        round_others: list[tuple[float, float] | None] = []  # (others' CPU s, wall s)
-        previous = None
-        while True:
-            start, before = time.perf_counter(), _cpu_seconds()
-            for name in _ordered(names, r):
-                per_call, share = block(name, lead_in=name != previous)
-                previous = name
-                blocks[name].append(per_call)
-                cpu[name].append(share)
-            r += 1
-            round_wall.append(time.perf_counter() - start)
-            after = _cpu_seconds()
-            round_others.append(None if before is None or after is None else (
-                (after[0] - before[0]) - (after[1] - before[1]), round_wall[-1]))
-            kept = stats.steady_rounds(cpu)
-            ratios = {f"{a}/{b}": stats.paired_ratios(blocks[a], blocks[b], kept)
-                      for a, b in pairs}
-            if rounds is not None:
-                if len(kept) >= rounds:
-                    break
-            elif all(stats.precise(x, min_rounds) for x in ratios.values()):
-                break
-            else:  # the budget: disturbed rounds do not count, up to MAX_BUDGET_FACTOR in all
-                lost = sum(s for s, k in zip(round_wall, kept) if not k)
-                wide = not all(stats.quotable(x) for x in ratios.values())
-                if (over(WIDE_BUDGET_FACTOR if wide else 1.0, lost)
-                        or over(MAX_BUDGET_FACTOR)):
-                    break
-        wall = time.perf_counter() - t0
-    finally:
-        if gc_enabled:
-            gc.enable()
-    # a side whose warm-up did not settle within its share of the budget (a noisy side's
-    # medians of three blocks can differ by 10% without a trend) still ran in its steady
-    # state if its undisturbed blocks did not drift during the rounds
-    steady = {n: settled[n] or stats.drift([b for b, k in zip(blocks[n], kept) if k]) is None
-              for n in names}
-    # other processes' use of the cores during the undisturbed rounds: a competitor that ran
-    # throughout lowers every round alike, which the per-round filter cannot see
-    measured = [o for o, k in zip(round_others, kept) if k and o is not None]
-    others = None
-    if measured and sum(w for _, w in measured) > 0:
-        others = stats.other_cores(sum(o for o, _ in measured), 0.0,
-                                   sum(w for _, w in measured))
-    return Timing(blocks, cpu, kept, pairs, steady, {n: len(warm[n]) for n in names}, calls,
-                  lead, others, wall, ratios)
+    """Times ``sides`` in one visit (:class:`Sampler`): blocks of ``block_s`` after lead-ins
+    of ``lead_in_s`` (0: none), ``budget_s`` for warm-up and rounds. ``rounds``: time
+    exactly this many rounds after the warm-up, whatever the stopping rule and the budget say
+    (for experiments)."""
+    sampler = Sampler(sides, block_s=block_s, budget_s=budget_s, lead_in_s=lead_in_s,
+                      pairs=pairs, min_rounds=min_rounds)
+    sampler.visit(rounds=rounds)
+    return sampler.timing()
 
 
 def alone(run: Callable[[], Any], *, warmup_s: float, seconds: float,

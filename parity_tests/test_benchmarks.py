@@ -577,6 +577,33 @@ def test_an_interval_too_wide_at_the_budget_samples_on_until_it_can_be_quoted(cl
     assert not stats.quotable(ratios[:-1]) and t.verdict() == (True, [])
 
 
+@pytest.mark.parametrize("changes", [False, True])
+def test_two_visits_pool_their_rounds_and_flag_a_ratio_that_changed_between_them(clock,
+                                                                               changes):
+    """The first visit stops at half MIN_ROUNDS rounds, the second samples until the pooled
+    interval is narrow. A side that runs 30% slower at the second visit (the machine in
+    another state minutes later) is flagged; the same speed at both is stable."""
+    speed = {"jax": 0.002}
+    sampler = timing.Sampler({"jax": lambda: clock.run(speed["jax"]),
+                              "torch_eager": clock.side(lambda n: 0.004)},
+                             block_s=0.025, budget_s=2.0)
+    sampler.visit(last=False)
+    assert sampler.visits == [stats.MIN_ROUNDS // 2] and sum(sampler.kept) == 4
+    clock.run(60.0)  # the other cases' first visits
+    if changes:
+        speed["jax"] = 0.0026
+    sampler.visit(last=True)
+    t = sampler.timing()
+    assert len(t.visits) == 2 and sum(t.visits) == len(t.kept) >= stats.MIN_ROUNDS
+    assert t.first_visit_kept() == 4 and t.wall_s < 2.0  # the 60 s between are not its own
+    ok, reasons = t.verdict()
+    if changes:
+        assert not ok and ("torch_eager/jax: the ratio changed between the case's two visits "
+                           "(2.00 in the first, 1.54 in the second)") in reasons
+    else:
+        assert (ok, reasons) == (True, []) and t.ci("torch_eager", "jax")[0] == pytest.approx(2)
+
+
 def test_a_step_slower_than_the_budget_still_gets_its_minimum_rounds(clock):
     t = timing.measure({"jax": clock.side(lambda n: 0.5), "torch_eager": clock.side(lambda n: 0.5)},
                        block_s=0.025, budget_s=0.1)
