@@ -816,3 +816,19 @@ def test_suite_profile_reports_each_files_compilations(pytester, tmp_path):
     assert row[1] == "2" and row[-1] == "2"  # two tests, two programs
     assert any(line.startswith("compilation floor:") for line in result.outlines)
     assert suite_profile._ACTIVE == outer  # the in-process run's profile is gone with it
+
+
+def test_forward_and_train_steps_each_run_the_shared_torch_model_in_their_mode():
+    """A case is visited twice (forward, train; then train, forward): the forward step must
+    not time the model the train step left in train mode."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    pair = steps.Pair(None, model, (), (torch.randn(8, 4),), loss="mse",
+                      torch_target=torch.randn(8, 4))
+    device = types.SimpleNamespace(torch_device="cpu")
+    forward = steps.torch_forward(pair, device, model)
+    train = steps.torch_train(pair, device, steps.WithLoss(model, "mse"),
+                              steps.adam(model.parameters())[0])
+    forward(), train(), forward(), train()
+    assert seen == [False, True, False, True]
