@@ -6,13 +6,12 @@ with the same weights, the same inputs each in its own layout, one dtype, one de
 (:func:`benchmarks.steps.build_pair`) and times it. The sides are the steps of
 :mod:`benchmarks.steps`, timed by a :class:`benchmarks.timing.Sampler` (each block after a
 lead-in of its own side, the sides alternating) in two visits and judged by
-:mod:`benchmarks.stats` (the median paired ratio with its 95% interval).
-:func:`start_case` / :func:`start_pair` compile a case and visit it once, :func:`visit_again`
-visits it a second time and fills its record: ``python -m benchmarks`` visits every case
-once, then every case again in reverse order, so that each case is sampled at two times
-minutes apart (a side can run at one of two speeds for seconds at a time; the verdict flags a
-ratio that differs between the visits). :func:`run_case` and :func:`run_pair` make both
-visits one after the other. Each record (:class:`benchmarks.record.Record`)
+:mod:`benchmarks.stats` (the median paired ratio with its 95% interval; a ratio that differs
+between the visits is flagged). :func:`start_case` / :func:`start_pair` compile a case and
+visit it once, :func:`visit_again` visits it a second time and fills its record;
+:func:`run_case` and :func:`run_pair` make both visits one after the other (the second
+visit's first block after a fresh lead-in), which is what ``python -m benchmarks`` does,
+case by case (its ``_run`` says why not every case twice, minutes apart). Each record (:class:`benchmarks.record.Record`)
 carries the medians, the interval, every block, which rounds ran undisturbed, the cores other
 processes kept busy meanwhile, and the verdict ``stable`` with its reasons.
 """
