@@ -9,10 +9,10 @@ lead-in of its own side, the sides alternating) in two visits and judged by
 :mod:`benchmarks.stats` (the median paired ratio with its 95% interval; a ratio that differs
 between the visits is flagged). :func:`start_case` / :func:`start_pair` compile a case and
 visit it once, :func:`visit_again` visits it a second time and fills its record;
-:func:`run_case` and :func:`run_pair` make both visits one after the other (the second
-visit's first block after a fresh lead-in), which is what ``python -m benchmarks`` does,
-case by case (its ``_run`` says why not every case twice, minutes apart). Each record (:class:`benchmarks.record.Record`)
-carries the medians, the interval, every block, which rounds ran undisturbed, the cores other
+:func:`run_case` and :func:`run_pair` visit the case's modes in turn, twice (forward, train,
+forward, train: each mode's visits seconds apart, every block after a fresh lead-in), which is
+what ``python -m benchmarks`` does, case by case (its ``_run`` says why not every case twice,
+minutes apart). Each record (:class:`benchmarks.record.Record`) carries the medians, the interval, every block, which rounds ran undisturbed, the cores other
 processes kept busy meanwhile, and the verdict ``stable`` with its reasons.
 """
 
@@ -109,7 +109,7 @@ def start_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
 
 def run_case(case: Case, modes: list[str], opts: Options, device: DeviceInfo,
              note: Callable[[str], None] = print) -> list[Record]:
-    """Every mode of one registered model, both visits one after the other."""
+    """Every mode of one registered model, visited in turn, twice."""
     return [visit_again(v, opts, device, note)
             for v in start_case(case, modes, opts, device, note)]
 
@@ -171,7 +171,7 @@ def visit_again(v: Visiting, opts: Options, device: DeviceInfo,
 def run_pair(pair: Pair, modes: list[str], opts: Options, device: DeviceInfo, *, model: str,
              dtype: str, family: str = "", note: Callable[[str], None] = print) -> list[Record]:
     """Every mode of ``pair`` (already in ``dtype`` on ``device``), one record each, named
-    ``model``, its two visits one after the other; a mode that fails becomes a record with its
+    ``model``, the modes visited in turn, twice; a mode that fails becomes a record with its
     error, and the others still run."""
     return [visit_again(v, opts, device, note)
             for v in start_pair(pair, modes, opts, device, model=model, dtype=dtype,
