@@ -8,8 +8,8 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    call at least).
 2. Warm-up: one side at a time, its blocks back to back (no lead-in needed: each follows
    the same side) until their times settle (:func:`stats.settled`), at most
-   ``WARMUP_SHARE`` of the budget in all; discarded. A side that has not settled by then is still judged steady if its
-   blocks do not drift during the rounds (:func:`stats.drift`).
+   ``WARMUP_SHARE`` of the budget in all; discarded. A side that has not settled by then
+   is still judged steady if its blocks do not drift during the rounds (:func:`stats.drift`).
 3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a
    linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
    of the same side**, or the same side's previous block (B A after A B). On a 2-core machine torch's OpenMP workers
@@ -50,8 +50,8 @@ from typing import Any
 from . import stats
 
 __all__ = ["Timing", "Sampler", "MachineCheck", "measure", "alone", "check_machine",
-           "machine_control", "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "WIDE_BUDGET_FACTOR", "WARMUP_SHARE",
-           "LEAD_IN_S"]
+           "machine_control", "MIN_BUDGET_ROUNDS", "MAX_BUDGET_FACTOR", "WIDE_BUDGET_FACTOR",
+           "WARMUP_SHARE", "LEAD_IN_S"]
 
 # The untimed lead-in before every block: measured by benchmarks/leadin.py (a 5 ms lead-in
 # left JAX's blocks 7-22% spread; 25 ms brought them to 0-3%).
