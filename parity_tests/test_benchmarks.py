@@ -536,9 +536,10 @@ def test_measure_spends_the_budget_on_a_noisy_ratio_and_flags_it(clock):
 
 
 def test_a_noisy_side_that_does_not_settle_in_warm_up_is_judged_by_its_rounds(clock):
-    """Blocks alternating +-15% around 4 ms (medians of three differ by 15%: the warm-up
-    never settles) but with no trend: steady, and the case stable once the interval is
-    narrow. A side that keeps slowing down through the rounds is flagged."""
+    """Blocks alternating between +15% and -13% of 4 ms, three blocks at a time (the medians
+    of three consecutive blocks differ by 30%: the warm-up never settles) but with no trend:
+    judged steady, no "did not settle" among the reasons. A side that keeps slowing down
+    through the rounds is flagged."""
     rng = np.random.default_rng(0)
     calls = {"n": 0}
 
