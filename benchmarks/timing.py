@@ -12,9 +12,9 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    is still judged steady if its blocks do not drift during the rounds (:func:`stats.drift`).
 3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a
    linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
-   of the same side**, or the same side's previous block (B A after A B). On a 2-core machine torch's OpenMP workers
-   keep spinning for milliseconds after a torch call before they sleep, and XLA's threads lose
-   the cores to them: a JAX block timed right after a torch block ran 30-45% slow (the ``mlp``
+   of the same side**, or the same side's previous block (B A after A B). On a 2-core
+   machine torch's OpenMP workers keep spinning for milliseconds after a torch call before
+   they sleep, and XLA's threads lose the cores to them: a JAX block timed right after a torch block ran 30-45% slow (the ``mlp``
    forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
    side's threads go quiet and this side's pools and caches warm, so that the block is timed
    in the side's steady state while the sides still alternate (which pairs the machine's slow
@@ -152,11 +152,10 @@ def _time_calls(run: Callable[[], Any], calls: int) -> tuple[float, float | None
 class Sampler:
     """Times ``sides`` in one or more *visits* (the module docstring's steps; :func:`measure`
     is one visit): the first calibrates and warms up, every visit times rounds, and the
-    estimate pools them. Between visits the caller may run other work: a run that visits
-    every case twice, minutes apart, samples each case's sides in whatever states the machine
-    is in at both times, and :func:`stats.verdict` flags a ratio that differs between visits
-    (a side can run for seconds at a time in one of two speeds, and a single visit would
-    quote whichever it happened to meet).
+    estimate pools them; :func:`stats.verdict` flags a ratio that differs between the visits
+    (a side can run for seconds at a time at one of two speeds, and a single visit would
+    quote whichever it happened to meet). Between visits the caller may run other work:
+    ``python -m benchmarks`` times a model's other mode there.
 
     ``pairs``: the ``(numerator, denominator)`` sides whose paired ratios are estimated
     (default: every other side over the first).

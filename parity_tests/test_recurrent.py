@@ -381,8 +381,11 @@ MODULE_DB = module_db_samples(CELLS_BY_NAME := {"RNN", "LSTM", "GRU"})
 SPREAD = 3
 
 
-@pytest.mark.parametrize("name,mode,samples", [pytest.param(*g, id=f"{g[0]}-{g[1]}")
-                                               for g in module_db_groups(CELLS_BY_NAME)])
+MODULE_DB_GROUPS = [pytest.param(*g, id=f"{g[0]}-{g[1]}")
+                    for g in module_db_groups(CELLS_BY_NAME)]
+
+
+@pytest.mark.parametrize("name,mode,samples", MODULE_DB_GROUPS)
 def test_module_db_samples(name, mode, samples):
     """torch's own samples (test_module_db's check, float64 to 1e-10): unbatched sequences,
     with and without initial states, over the options; the LSTM with proj_size 0 and 2.
@@ -391,14 +394,13 @@ def test_module_db_samples(name, mode, samples):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,mode,samples", [pytest.param(*g, id=f"{g[0]}-{g[1]}")
-                                               for g in module_db_groups(CELLS_BY_NAME)])
+@pytest.mark.parametrize("name,mode,samples", MODULE_DB_GROUPS)
 def test_every_module_db_sample(name, mode, samples):
     run_samples(name, mode, samples)
 
 
 def test_module_db_spread_takes_every_option_value():
-    for name, _, samples in module_db_groups(CELLS_BY_NAME):
+    for name, _, samples in (p.values for p in MODULE_DB_GROUPS):
         def values(chosen):
             return {(k, repr(v)) for _, sample in chosen
                     for k, v in sample.constructor_input.kwargs.items()} | {
