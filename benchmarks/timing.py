@@ -14,8 +14,8 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
    of the same side**, or the same side's previous block (B A after A B). On a 2-core
    machine torch's OpenMP workers keep spinning for milliseconds after a torch call before
-   they sleep, and XLA's threads lose the cores to them: a JAX block timed right after a torch block ran 30-45% slow (the ``mlp``
-   forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
+   they sleep, and XLA's threads lose the cores to them: a JAX block timed right after a
+   torch block ran 30-45% slow (the ``mlp`` forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
    side's threads go quiet and this side's pools and caches warm, so that the block is timed
    in the side's steady state while the sides still alternate (which pairs the machine's slow
    drifts). Neither library's threading is changed (``OMP_WAIT_POLICY=PASSIVE`` removes the
