@@ -10,17 +10,17 @@ A *side* is a synchronised call of no arguments (one JAX step, one eager torch s
    the same side) until their times settle (:func:`stats.settled`), at most
    ``WARMUP_SHARE`` of the budget in all; discarded. A side that has not settled by then
    is still judged steady if its blocks do not drift during the rounds (:func:`stats.drift`).
-3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a
-   linear drift cancels within two rounds). **Each timed block follows an untimed lead-in
-   of the same side**, or the same side's previous block (B A after A B). On a 2-core
-   machine torch's OpenMP workers keep spinning for milliseconds after a torch call before
-   they sleep, and XLA's threads lose the cores to them: a JAX block timed right after a
-   torch block ran 30-45% slow (the ``mlp`` forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The lead-in lets the other
-   side's threads go quiet and this side's pools and caches warm, so that the block is timed
-   in the side's steady state while the sides still alternate (which pairs the machine's slow
-   drifts). Neither library's threading is changed (``OMP_WAIT_POLICY=PASSIVE`` removes the
-   penalty but slows torch itself). ``python -m benchmarks.leadin`` measures the lead-in's
-   length.
+3. Rounds: one block of every side, in order and then in reverse (A B, B A, A B, ...: a linear
+   drift cancels within two rounds). **Each timed block follows an untimed lead-in of the same
+   side**, or the same side's previous block (B A after A B). On a 2-core machine torch's
+   OpenMP workers keep spinning for milliseconds after a torch call before they sleep, and
+   XLA's threads lose the cores to them: a JAX block timed right after a torch block ran
+   30-45% slow (the ``mlp`` forward's JAX blocks alternated 2.94, 2.05, 2.94, 2.06 ms). The
+   lead-in lets the other side's threads go quiet and this side's pools and caches warm, so
+   that the block is timed in the side's steady state while the sides still alternate (which
+   pairs the machine's slow drifts). Neither library's threading is changed
+   (``OMP_WAIT_POLICY=PASSIVE`` removes the penalty but slows torch itself). ``python -m
+   benchmarks.leadin`` measures the lead-in's length.
 4. After each round: the paired ratios of the undisturbed rounds (:func:`stats.steady_rounds`,
    from each block's process CPU time against its wall time) and their interval
    (:func:`stats.median_ci`); sampling stops once every compared pair is precise
