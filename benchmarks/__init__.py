@@ -7,3 +7,13 @@ case, :mod:`benchmarks.harness` runs the cases into :mod:`benchmarks.record` rec
 :mod:`benchmarks.report` prints them; :mod:`benchmarks.device` states the peak FLOP/s behind
 the roofline. Installed from a wheel, this package is ``flax_arch_benchmarks``.
 """
+
+
+def configure_process() -> None:
+    """What every benchmark script sets first, before JAX starts its backends: XLA:CPU's flags
+    (:func:`flax_arch.configure_xla_cpu`) and the process's memory reuse
+    (:func:`flax_arch.configure_cpu_memory`, for both libraries). The records carry both."""
+    from flax_arch.xla import configure_cpu_memory, configure_xla_cpu
+
+    configure_cpu_memory()
+    configure_xla_cpu()

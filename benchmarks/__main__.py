@@ -20,7 +20,8 @@ exit status is non-zero only for usage errors (nothing valid left to run, malfor
 arguments).
 
 Run as a program, it first adds :func:`flax_arch.configure_xla_cpu`'s flags to ``XLA_FLAGS``
-(before JAX starts; the records carry ``XLA_FLAGS``).
+and makes :func:`flax_arch.configure_cpu_memory`'s settings (freed memory reused, JAX's CPU
+calls on the calling thread), before JAX starts; the records carry both.
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ def _run(todo, args, opts, device, note, start):
 
 
 if __name__ == "__main__":
-    from flax_arch.xla import configure_xla_cpu
+    from . import configure_process
 
-    configure_xla_cpu()  # before JAX starts its CPU client, which reads XLA_FLAGS once
+    configure_process()  # before JAX starts its CPU client, which reads both settings once
     sys.exit(main())

@@ -50,8 +50,9 @@ import time
 from pathlib import Path
 
 import flax_arch
+from . import configure_process
 
-flax_arch.configure_xla_cpu()
+configure_process()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

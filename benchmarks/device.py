@@ -191,6 +191,8 @@ def matmul_precision(device: DeviceInfo, dtype: str, precision: str):
 
 
 def versions() -> dict[str, str]:
+    from flax_arch.xla import cpu_memory_settings
+
     import flax
     import jaxlib
     import numpy
@@ -205,4 +207,5 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "memory": ", ".join(f"{k}={v}" for k, v in cpu_memory_settings().items()),
     }

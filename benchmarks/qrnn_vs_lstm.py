@@ -362,7 +362,7 @@ def _write(result: dict, out: Path, device_name: str) -> None:
 
 
 if __name__ == "__main__":
-    from flax_arch.xla import configure_xla_cpu
+    from . import configure_process
 
-    configure_xla_cpu()  # as python -m benchmarks: before JAX starts
+    configure_process()  # as python -m benchmarks: before JAX starts
     main()

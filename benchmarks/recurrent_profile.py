@@ -29,9 +29,9 @@ import argparse
 import time
 from pathlib import Path
 
-from flax_arch.xla import configure_xla_cpu
+from . import configure_process
 
-configure_xla_cpu()
+configure_process()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -49,6 +49,8 @@ def header(records: Sequence[Record]) -> list[str]:
                                            "python") if k in v))
     if v.get("XLA_FLAGS"):
         lines.append(f"XLA_FLAGS: {v['XLA_FLAGS']}")
+    if v.get("memory"):
+        lines.append(f"memory (flax_arch.configure_cpu_memory): {v['memory']}")
     loads = [x.load_avg for x in records if x.load_avg is not None]
     lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
                  f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")

@@ -121,7 +121,7 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from flax_arch.xla import configure_xla_cpu
+    from . import configure_process
 
-    configure_xla_cpu()
+    configure_process()  # as python -m benchmarks: before JAX starts
     main()

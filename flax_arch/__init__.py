@@ -3,8 +3,9 @@
 Every class has a PyTorch twin of the same name, arguments and state tree in
 :mod:`torch_ref`; :func:`load_torch_state_dict` and :func:`torch_state_dict` move weights
 between them. Importing this package only defines: it sets no environment variable or XLA
-flag, starts no JAX backend and imports no torch. :func:`configure_xla_cpu` is the XLA:CPU
-setting this project measured to help; call it yourself, before JAX starts.
+flag, starts no JAX backend and imports no torch. :func:`configure_xla_cpu` and
+:func:`configure_cpu_memory` are the CPU settings this project measured to help; call them
+yourself, before JAX starts.
 
 Where things live: :mod:`flax_arch.nn` the torch-signature leaf layers,
 :mod:`flax_arch.models` the architectures, :mod:`flax_arch.registry` every registered model
@@ -77,7 +78,7 @@ from flax_arch.models import (  # the architectures
 from flax_arch.port import port
 from flax_arch.registry import get_entry, get_model, list_models, register
 from flax_arch.training.gan import GANStepLosses, adversarial_step, dcgan_optimizers
-from flax_arch.xla import configure_xla_cpu
+from flax_arch.xla import configure_cpu_memory, configure_xla_cpu
 
 __all__ = [
     "nn",
@@ -146,6 +147,7 @@ __all__ = [
     "get_model",
     "get_entry",
     "register",
+    "configure_cpu_memory",
     "configure_xla_cpu",
     "port",
 ]

@@ -1,6 +1,9 @@
-"""``import flax_arch`` only defines; XLA:CPU's options are an explicit call."""
+"""``import flax_arch`` only defines; the CPU settings (XLA:CPU's flags, memory reuse) are
+explicit calls."""
 
 import os
+import platform
+import resource
 import subprocess
 import sys
 
@@ -17,7 +20,7 @@ warnings.simplefilter("error")
 before = dict(os.environ)
 {prelude}
 import flax_arch
-import jax._src.xla_bridge as xb  # the test may look inside JAX; the package never does
+import jax._src.xla_bridge as xb  # the package looks there only in configure_cpu_memory()
 print(json.dumps({{
     "env_changed": sorted(k for k in set(before) | set(os.environ)
                           if before.get(k) != os.environ.get(k)),
@@ -57,3 +60,78 @@ def test_configure_xla_cpu_adds_its_flags_once_and_never_over_yours(monkeypatch)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_onednn=false")
     assert xla.configure_xla_cpu() == xla.CPU_FLAGS
     assert os.environ["XLA_FLAGS"] == " ".join(["--xla_cpu_use_onednn=false", *xla.CPU_FLAGS])
+
+
+def run_python(code: str, **env) -> str:
+    run_env = {**{k: v for k, v in os.environ.items()
+                  if k != "XLA_FLAGS" and not k.startswith("MALLOC_")}, **env}
+    out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+# A jitted call with a 100 MB temporary (the outer product), run in a fresh interpreter:
+# its minor page faults per call.
+FAULTS = """
+import resource
+import flax_arch
+{prelude}
+import jax, jax.numpy as jnp
+@jax.jit
+def f(x):
+    y = jnp.sin(x[:, None] * x[None, :])
+    return (y @ y[:8].T).sum()
+x = jnp.linspace(0, 1, 5000)
+assert f.lower(x).compile().memory_analysis().temp_size_in_bytes > 90e6
+for _ in range(3):
+    f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    f(x).block_until_ready()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_configure_cpu_memory_lets_each_call_reuse_the_last_calls_memory():
+    pages = 100e6 / resource.getpagesize()
+    plain = float(run_python(FAULTS.format(prelude="")))
+    kept = float(run_python(FAULTS.format(prelude="flax_arch.configure_cpu_memory()")))
+    # glibc maps a block this large afresh at each call and unmaps it on free: a fault a page
+    assert plain > 0.5 * pages, plain
+    assert kept < 0.01 * pages, kept
+
+
+SETTINGS = """
+import os, jax, flax_arch
+{prelude}
+settings = flax_arch.configure_cpu_memory()
+assert flax_arch.xla.cpu_memory_settings() == settings
+assert jax.config.values["jax_cpu_enable_async_dispatch"] is False
+print(settings)
+"""
+
+LATE = """
+import jax, flax_arch
+jax.numpy.ones(1).block_until_ready()
+try:
+    flax_arch.configure_cpu_memory()
+except RuntimeError as e:
+    assert "before JAX starts its backends" in str(e)
+    assert jax.config.values["jax_cpu_enable_async_dispatch"] is True
+    assert flax_arch.xla.cpu_memory_settings() == {}
+    print("refused")
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_configure_cpu_memory_says_what_it_set_leaves_yours_and_refuses_late():
+    ours = eval(run_python(SETTINGS.format(prelude="")))
+    assert ours == {"MALLOC_MMAP_THRESHOLD_": str(xla.MMAP_THRESHOLD),
+                    "MALLOC_TRIM_THRESHOLD_": str(xla.TRIM_THRESHOLD),
+                    "jax_cpu_enable_async_dispatch": "False"}
+    yours = eval(run_python(SETTINGS.format(prelude=""), MALLOC_TRIM_THRESHOLD_="4096"))
+    assert yours["MALLOC_TRIM_THRESHOLD_"] == "4096 (the environment's)"
+    assert yours["MALLOC_MMAP_THRESHOLD_"] == str(xla.MMAP_THRESHOLD)
+    assert run_python(LATE) == "refused"
