@@ -20,7 +20,7 @@ that follows): ~0.3 s of untimed warm-up, then the median of 5 blocks of ~0.05 s
   by ``torch.autograd.grad`` of the output's sum, each of one operand alone).
 
 The ratio is torch's time / ours (above 1: XLA faster). XLA runs with
-:func:`flax_arch.configure_xla_cpu`'s flags, as ``python -m benchmarks`` does.
+the settings of :func:`benchmarks.configure_process`, as ``python -m benchmarks`` does.
 
 ``--models`` times whole models instead: ResNet-18 (flax_arch's ``resnet18`` and
 torchvision's ported by :func:`flax_arch.port`) at batch 8 on 32x32 and 64x64 inputs, and
@@ -180,7 +180,8 @@ def measure(batch, cin, cout, k, stride, size, groups=1) -> dict:
 def table(records, device: str) -> str:
     lines = [f"# Convolution sweep: XLA (jit) vs eager PyTorch, {device}", "",
              f"jax {jax.__version__}, torch {torch.__version__}, python "
-             f"{platform.python_version()}; XLA_FLAGS from flax_arch.configure_xla_cpu(); "
+             f"{platform.python_version()}; XLA_FLAGS and memory settings from "
+             "benchmarks.configure_process(); "
              "float32; ms per call (median of 5 blocks after 0.3 s warm-up, each run alone); "
              "ratio = torch / ours (below 1: XLA slower). `xla`: lax.conv_general_dilated; "
              "`lowered`: flax_arch.nn.lowering.grouped_conv (what nn.Conv2d runs), `*` where it "
@@ -331,7 +332,8 @@ def model_table(records, device: str) -> str:
     lines = [f"# Models with small-map and one-channel convolutions: XLA (jit) vs eager "
              f"PyTorch, {device}", "",
              f"jax {jax.__version__}, torch {torch.__version__}, torchvision "
-             f"{torchvision.__version__}; XLA_FLAGS from flax_arch.configure_xla_cpu(); float32; "
+             f"{torchvision.__version__}; XLA_FLAGS and memory settings from "
+             "benchmarks.configure_process(); float32; "
              "ms per call: the median of 5 blocks after 0.3 s warm-up, each run alone, and "
              "(best) the fastest block, the closest to an idle host's on a shared one; ratio = "
              "torch / ours. `before`: every convolution XLA's own; `after`: "
