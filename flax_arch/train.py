@@ -23,7 +23,7 @@ from flax_arch.cli import USER_ERRORS, add_kwargs_option, parse_kwargs, report_e
 from flax_arch.registry import GANS
 from flax_arch.training.tasks import GANTask, Task
 from flax_arch.training.trainer import TrainConfig, train
-from flax_arch.xla import configure_xla_cpu
+from flax_arch.xla import configure_cpu_memory, configure_xla_cpu
 
 __all__ = ["main"]
 
@@ -86,5 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    configure_xla_cpu()  # before JAX starts: the imports above start no backend
+    configure_cpu_memory()  # before JAX starts: the imports above start no backend
+    configure_xla_cpu()
     sys.exit(main())

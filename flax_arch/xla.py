@@ -17,11 +17,12 @@ faulted 24,176 times a call and took 86 ms; with this call 0 times and 67 ms (Al
 allocator and gain too (AlexNet's step 143 -> 92 ms): the setting is the process's, the same
 for both libraries.
 
-Nothing here runs on import. ``python -m benchmarks`` calls both for itself, and
-``python -m flax_arch.train`` calls :func:`configure_xla_cpu`; a user calls them first thing,
-before any JAX computation (XLA reads ``XLA_FLAGS`` once, when JAX starts its backends; JAX
-offers no public way to ask whether that has happened, so a late :func:`configure_xla_cpu`
-silently changes nothing; a late :func:`configure_cpu_memory` raises).
+Nothing here runs on import. ``python -m benchmarks`` and ``python -m flax_arch.train`` call
+both for themselves (40 DCGAN training steps at the bench size: 44.5 s against 47.9-48.2 s,
+the same losses); a user calls them first thing, before any JAX computation (XLA reads
+``XLA_FLAGS`` once, when JAX starts its backends; JAX offers no public way to ask whether
+that has happened, so a late :func:`configure_xla_cpu` silently changes nothing; a late
+:func:`configure_cpu_memory` raises).
 """
 
 from __future__ import annotations
