@@ -1,6 +1,7 @@
 """``import flax_arch`` only defines; the CPU settings (XLA:CPU's flags, memory reuse) are
 explicit calls."""
 
+import json
 import os
 import platform
 import resource
@@ -104,12 +105,11 @@ def test_configure_cpu_memory_lets_each_call_reuse_the_last_calls_memory():
 
 
 SETTINGS = """
-import os, jax, flax_arch
-{prelude}
+import json, jax, flax_arch
 settings = flax_arch.configure_cpu_memory()
 assert flax_arch.xla.cpu_memory_settings() == settings
 assert jax.config.values["jax_cpu_enable_async_dispatch"] is False
-print(settings)
+print(json.dumps(settings))
 """
 
 LATE = """
@@ -127,11 +127,11 @@ except RuntimeError as e:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_configure_cpu_memory_says_what_it_set_leaves_yours_and_refuses_late():
-    ours = eval(run_python(SETTINGS.format(prelude="")))
+    ours = json.loads(run_python(SETTINGS))
     assert ours == {"MALLOC_MMAP_THRESHOLD_": str(xla.MMAP_THRESHOLD),
                     "MALLOC_TRIM_THRESHOLD_": str(xla.TRIM_THRESHOLD),
                     "jax_cpu_enable_async_dispatch": "False"}
-    yours = eval(run_python(SETTINGS.format(prelude=""), MALLOC_TRIM_THRESHOLD_="4096"))
+    yours = json.loads(run_python(SETTINGS, MALLOC_TRIM_THRESHOLD_="4096"))
     assert yours["MALLOC_TRIM_THRESHOLD_"] == "4096 (the environment's)"
     assert yours["MALLOC_MMAP_THRESHOLD_"] == str(xla.MMAP_THRESHOLD)
     assert run_python(LATE) == "refused"
