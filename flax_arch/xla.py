@@ -74,9 +74,9 @@ def configure_cpu_memory() -> dict[str, str]:
     """Lets freed memory serve the next call: glibc's heap keeps blocks up to 1 GiB
     (``mallopt``: mmap threshold 1 GiB, trim threshold 2 GiB; a ``MALLOC_MMAP_THRESHOLD_`` or
     ``MALLOC_TRIM_THRESHOLD_`` in the environment wins; without glibc, the allocator is left
-    as it is), and JAX runs CPU computations on the
-    calling thread (``jax_cpu_enable_async_dispatch=False``), whose arena, the main heap, has
-    no 64 MiB ceiling. Returns what it set (also :func:`cpu_memory_settings`).
+    as it is), and JAX runs CPU computations on the calling thread
+    (``jax_cpu_enable_async_dispatch=False``), whose arena, the main heap, has no 64 MiB
+    ceiling. Returns what it set (also :func:`cpu_memory_settings`).
 
     The price: the process keeps up to 2 GiB of freed memory for reuse, and a CPU call
     returns when its result is ready (as a ``block_until_ready`` after each step would).
