@@ -179,8 +179,10 @@ def quotable(ratios: Sequence[float], within: float = STABLE_WITHIN) -> bool:
     """Whether the median of ``ratios`` can be quoted: it has an interval, and the interval
     lies within ``within`` of it."""
     ci = median_ci(ratios)
-    if ci is None:
-        return False
+    return ci is not None and _within(ci, within)
+
+
+def _within(ci: tuple[float, float, float], within: float) -> bool:
     median, low, high = ci
     return (1 - within) * median <= low and high <= (1 + within) * median
 
@@ -224,21 +226,17 @@ def verdict(ratios: Mapping[str, Sequence[float]], settled_sides: Mapping[str, b
             reasons.append(f"{side}: {len(xs)} undisturbed round(s), too few for an interval")
             continue
         median, low, high = ci
-        if not quotable(xs, within):
+        if not _within(ci, within):
             reasons.append(f"{side}: interval [{low:.2f}, {high:.2f}] wider than "
                            f"+-{within:.0%} of {median:.2f}")
-        if first_visit is None:  # one visit: its two halves
-            changed = drift(xs, within)
-            if changed is not None:
-                first, second = changed
-                reasons.append(f"{side}: the ratio changed during the case ({first:.2f} in "
-                               f"the first half of the rounds, {second:.2f} in the second)")
-        else:
-            changed = drift(xs, within, first_visit)
-            if changed is not None:
-                first, second = changed
-                reasons.append(f"{side}: the ratio changed between the case's two visits "
-                               f"({first:.2f} in the first, {second:.2f} in the second)")
+        changed = drift(xs, within, first_visit)  # one visit: its two halves
+        if changed is not None:
+            first, second = changed
+            reasons.append(
+                f"{side}: the ratio changed during the case ({first:.2f} in the first half of "
+                f"the rounds, {second:.2f} in the second)" if first_visit is None else
+                f"{side}: the ratio changed between the case's two visits ({first:.2f} in the "
+                f"first, {second:.2f} in the second)")
     if others is not None and others > max_other_cores:
         reasons.append(f"other processes used {others:.2f} cores")
     return not reasons, reasons
