@@ -428,14 +428,33 @@ def test_a_ratio_that_changes_state_during_the_case_is_flagged():
 
 
 def test_rounds_with_a_paused_block_are_left_out():
-    """A block whose CPU time / wall time fell below 85% of its side's upper quartile ran
-    while the process was paused; its round is dropped, and the sides keep their own usual
-    ratio (torch's two threads, 2.0; JAX's one, 1.0)."""
+    """A block whose CPU time / wall time fell below 85% of its side's usual ratio ran while
+    the process was paused; its round is dropped, and the sides keep their own usual ratio
+    (torch's two threads, 2.0; JAX's one, 1.0)."""
     cpu = {"jax": [1.0, 0.99, 0.5, 1.0, 1.0, None], "torch_eager": [2.0, 1.1, 2.0, 1.98, 2.0, 2.0]}
     assert stats.steady_rounds(cpu) == [True, False, False, True, True, True]
     assert stats.paired_ratios([4.0, 9.0, 6.0], [2.0, 3.0, 2.0], [True, False, True]) == [2.0, 3.0]
     with pytest.raises(ValueError, match="paired blocks"):
         stats.paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_a_case_paused_in_most_rounds_keeps_only_its_undisturbed_ones():
+    """The logistic_regression forward under ``steal`` (session 15, rounded): 13 of 17 JAX
+    blocks paused (CPU / wall 0.8-0.9 against 1.6); the upper quartile as reference kept them
+    all and quoted 0.57x against 0.89x quiet. The usual ratio is read near the top."""
+    jax = [0.88, 0.82, 0.83, 0.91, 1.62, 0.84, 0.88, 0.87, 0.87, 0.90, 1.65, 1.56, 1.58, 0.79,
+           0.87, 0.86, 0.88]
+    torch = [1.48, 1.28, 1.46, 1.49, 1.99, 1.47, 1.48, 1.52, 1.49, 1.47, 1.99, 1.99, 1.96,
+             1.69, 1.68, 1.51, 1.50]
+    kept = stats.steady_rounds({"jax": jax, "torch_eager": torch})
+    assert [i for i, k in enumerate(kept) if k] == [4, 10, 11, 12]
+    # the reference: the second-highest up to 20 blocks, then the 90th percentile; one stray
+    # high block is not it
+    assert stats.usual_cpu_share([1.0, 1.9, 1.0, 0.5]) == 1.0
+    assert stats.usual_cpu_share([float(i) for i in range(1, 41)]) == 37.0
+    assert stats.usual_cpu_share([1.5]) == 1.5
+    with pytest.raises(ValueError, match="no blocks"):
+        stats.usual_cpu_share([])
 
 
 def test_other_cores_is_the_machine_less_this_process():
