@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pin both libraries to N of the cores this process may use (default: "
                         "all). On a busy shared machine, --cores 1 avoids the stalls of thread "
                         "pools waiting for descheduled threads")
+    p.add_argument("--one-process", action="store_true",
+                   help="time every case in this process, one after another, instead of each "
+                        "mode of each model in a process of its own (benchmarks/isolate.py): "
+                        "a step then runs in the heap the earlier cases left, and its ratio "
+                        "can depend on them")
     p.add_argument("--peak-gflops", type=float, default=None,
                    help="the device's peak GFLOP/s for the roofline (default: derived, see "
                         "benchmarks/device.py)")
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     import flax_arch
-    from . import harness, timing
+    from . import harness, isolate, timing
     from .device import detect
     from .record import Options, results_dir
 
@@ -238,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             note(f"impossible batch size(s) skipped: {bad} (a batch holds at least 1 example)")
         batch_sizes = [b for b in dict.fromkeys(args.batch_size) if b >= 1]
 
-    device = detect()
+    # in a child where cases run in children: JAX's backends and torch's threads must not
+    # start in this process (benchmarks/isolate.py)
+    # (a program that started JAX before calling main() runs every case in its own process)
+    isolated = (isolate.available() and not isolate.backends_started() and not args.port
+                and not args.one_process)
+    device = isolate.run(detect) if isolated else detect()
     dtypes = []
     for dtype in dict.fromkeys(args.dtype):
         ok, why = device.supports(dtype)
@@ -304,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # under `timeout`: keep the results
     try:
-        records, interrupted = _run(todo, args, opts, device, note, start)
+        records, interrupted = _run(todo, args, opts, device, note, start, isolated)
     finally:
         signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - start
@@ -346,36 +356,64 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _run(todo, args, opts, device, note, start):
-    """Every case in turn under a progress bar, each built, timed and freed before the next
-    (:func:`benchmarks.harness.run_case`); returns the records and whether interrupted.
+def _call(fn, *args):
+    return fn(*args)
 
-    Not every case first and then every case again, minutes apart (tried, session 14): with
-    every case's models and programs held for the second pass, torch's eager steps ran a
-    median 11% slower there (up to 1.51x: DenseNet-121's forward 28.3 -> 42.6 ms, the DCGAN
-    generator's 6.4 -> 9.1 ms), XLA's 2% (0.49-1.17x), and 29 of 64 ratios "changed between
-    the visits" for the process's sake, not the machine's."""
+
+def _case(case, mode, opts, note):
+    """One mode of one case as :func:`_run` runs it, in its own process: the device's
+    settings made there (torch's thread count, JAX's default device), then the mode."""
+    from . import harness
+    from .device import detect
+
+    return harness.run_case(case, [mode], opts, detect(), note)
+
+
+def _run(todo, args, opts, device, note, start, isolated=True):
+    """Every mode of every case in turn under a progress bar, each in a process of its own
+    forked from this one (:mod:`benchmarks.isolate`; ``isolated=False``: all in this one);
+    returns the records and whether interrupted.
+
+    Why a process each: a step timed after other work in the same process runs in the heap
+    that work left, and its ratio depended on it (session 16, quick sizes, 2-core Intel Xeon):
+    ``rnn`` train, torch 30.5 ms / JAX 33.0 in a process of its own, 50.7 / 37.5 as the 58th
+    case of a full run; ``densenet121`` forward, torch 23.0 ms (1.96x) alone, 27.3 (the two
+    visits 1.87x and 2.16x) with the training step's first visit between its two. So a
+    record times what a process that does this one thing sees: an inference process, a
+    training process. (Session 14 tried every case first and then every case again, minutes
+    apart, with every case's models and programs held: torch's eager steps ran a median 11%
+    slower in the second pass, XLA's 2%, and 29 of 64 ratios "changed between the visits".)"""
+    from dataclasses import replace
+
     from tqdm import tqdm
 
-    from . import harness, report
+    from . import harness, isolate, report
 
     # the libraries' own objects (some 440,000) out of every later collection: each case
-    # collects before it is timed and after each mode, 0.3-0.4 s a collection otherwise
+    # collects before it is timed and after each mode, 0.3-0.4 s a collection otherwise;
+    # frozen before the forks, the children share their pages with this process
     gc.collect()
     gc.freeze()
     records = []
-    with tqdm(todo, unit="model", file=sys.stderr, dynamic_ncols=True) as bar:
-        for case in bar:
-            bar.set_postfix_str(f"{case.model} {case.dtype} b={case.batch_size or 'default'}")
+    steps = [(case, mode) for case in todo for mode in args.modes]
+    with tqdm(steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        for case, mode in bar:
+            bar.set_postfix_str(f"{case.model} {mode} {case.dtype} "
+                                f"b={case.batch_size or 'default'}")
             if args.time_limit is not None and time.perf_counter() - start > args.time_limit:
-                records += harness.skipped(case, args.modes, opts, device,
+                records += harness.skipped(case, [mode], opts, device,
                                            f"skipped: --time-limit {args.time_limit:g} s reached")
                 continue
             try:
-                records += harness.run_case(case, args.modes, opts, device, note)
+                done = (isolate.run if isolated else _call)(_case, case, mode, opts, note)
+                records += [replace(r, process="own" if isolated else "shared") for r in done]
             except KeyboardInterrupt:
                 note("interrupted: the results so far follow")
                 return records, True
+            except isolate.CaseProcessDied as err:
+                note(f"{case.model} {mode}: {err}")
+                records += [replace(r, skipped=None, error=str(err)) for r in harness.skipped(
+                    case, [mode], opts, device, "")]
             if args.json:
                 report.write_json(records, args.json)
     return records, False

@@ -10,11 +10,12 @@ lead-in of its own side, the sides alternating) in two visits and judged by
 between the visits is flagged). :func:`start_case` / :func:`start_pair` compile a case and
 visit it once, :func:`visit_again` visits it a second time and fills its record;
 :func:`run_case` and :func:`run_pair` visit the case's modes in turn, twice (forward, train,
-forward, train: each mode's visits seconds apart, every block after a fresh lead-in), which is
-what ``python -m benchmarks`` does, case by case (its ``_run`` says why not every case twice,
-minutes apart). Each record (:class:`benchmarks.record.Record`) carries the medians, the
-interval, every block, which rounds ran undisturbed, the cores other processes kept busy
-meanwhile, the rounds of each visit, and the verdict ``stable`` with its reasons.
+forward, train: each mode's visits seconds apart, every block after a fresh lead-in).
+``python -m benchmarks`` runs each mode of each case alone, in a process of its own
+(:mod:`benchmarks.isolate`; its ``_run`` says why), so its two visits follow each other.
+Each record (:class:`benchmarks.record.Record`) carries the medians, the interval, every
+block, which rounds ran undisturbed, the cores other processes kept busy meanwhile, the rounds
+of each visit, and the verdict ``stable`` with its reasons.
 """
 
 from __future__ import annotations

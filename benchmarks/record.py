@@ -103,6 +103,7 @@ class Record:
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
     load_avg: float | None = None  # 1-minute load average after the case
+    process: str = ""  # "own": timed in a process of its own (benchmarks.isolate); "shared"
     error: str | None = None
     skipped: str | None = None  # why the case was not run
     torch_compile_error: str | None = None

@@ -21,6 +21,11 @@ MAX_FLAGGED = 0.10
 TIMING = ("sides alternate block by block, each block after an untimed lead-in of its own "
           "side; speedup = median of the paired per-round ratios torch / JAX over the "
           "undisturbed rounds, [95% interval]")
+# how the steps were run, by Record.process
+_PROCESS = {"own": "each mode of each model in a process of its own, forked after the imports "
+                   "(benchmarks/isolate.py)",
+            "shared": "the cases one after another in one process (its heap as the earlier "
+                      "cases left it)"}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -51,6 +56,9 @@ def header(records: Sequence[Record]) -> list[str]:
         lines.append(f"XLA_FLAGS: {v['XLA_FLAGS']}")
     if v.get("memory"):
         lines.append(f"memory (flax_arch.configure_cpu_memory): {v['memory']}")
+    processes = {x.process for x in records if x.process}
+    if processes:
+        lines.append("processes: " + "; ".join(_PROCESS[p] for p in sorted(processes)))
     loads = [x.load_avg for x in records if x.load_avg is not None]
     lines.append(f"date: {r.date}; size: {r.size}; 1-min load average during the run: "
                  f"{_fmt(min(loads, default=None), '.2f')}-{_fmt(max(loads, default=None), '.2f')}")

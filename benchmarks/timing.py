@@ -154,8 +154,8 @@ class Sampler:
     is one visit): the first calibrates and warms up, every visit times rounds, and the
     estimate pools them; :func:`stats.verdict` flags a ratio that differs between the visits
     (a side can run for seconds at a time at one of two speeds, and a single visit would
-    quote whichever it happened to meet). Between visits the caller may run other work:
-    ``python -m benchmarks`` times a model's other mode there.
+    quote whichever it happened to meet). Between visits the caller may run other work
+    (``python -m benchmarks`` does not: each mode runs alone in a process of its own).
 
     ``pairs``: the ``(numerator, denominator)`` sides whose paired ratios are estimated
     (default: every other side over the first).

@@ -10,6 +10,7 @@ rules of benchmarks/stats.py flag what they should (on made-up timings, with a f
 import dataclasses
 import json
 import math
+import pathlib
 import types
 
 import jax
@@ -35,7 +36,10 @@ REQUIRED = ("model", "mode", "device", "dtype", "batch_size", "jax_ms", "torch_e
             "torch_eager_iqr_ms", "stable", "unstable_reasons", "other_cores", "samples_ms",
             "speedup_ci", "rounds", "rounds_kept", "lead_in_ms", "kept", "cpu_per_wall")
 # a budget that keeps the CLI tests short; their records may well be unstable
-FAST = ["--budget", "0.05"]  # and the fixture short_clock (conftest.py)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# and the fixture short_clock (conftest.py); every case in the test's process, whether or not
+# its JAX started (test_each_mode_runs_in_a_process_of_its_own forks)
+FAST = ["--budget", "0.05", "--one-process"]
 
 
 def test_parse_args_defaults_and_lists():
@@ -113,6 +117,7 @@ def test_quick_run_writes_records_table_and_chart(tmp_path, capsys):
         assert math.isclose(r["roofline"], r["flops"] / r["jax_ms"] / 1e6 / r["peak_gflops"])
         assert r["threads"]["torch"] >= 1 and r["threads"]["xla"] >= 1
         assert r["versions"]["jax"] == jax.__version__ and r["versions"]["torch"]
+        assert r["process"] == "shared"  # --one-process
     assert "machine check: a fixed single-threaded loop" in captured.err
     train = next(r for r in records if r["model"] == "mlp" and r["mode"] == "train")
     forward = next(r for r in records if r["model"] == "mlp" and r["mode"] == "forward")
@@ -174,7 +179,8 @@ def test_torch_compile_failure_keeps_the_rest(monkeypatch, tmp_path):
 def test_a_dtype_the_device_lacks_is_skipped(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(DeviceInfo, "supports",
                         lambda self, dtype: (dtype == "float32", "no bfloat16 on this device"))
-    assert main(["--quick", "--models", "linear_regression", "--dtype", "bfloat16"]) == \
+    assert main(["--quick", "--models", "linear_regression", "--dtype", "bfloat16",
+                 "--one-process"]) == \
         USAGE_ERROR
     assert "bfloat16 skipped: no bfloat16 on this device" in capsys.readouterr().err
     out = tmp_path / "b.json"
@@ -197,6 +203,62 @@ def test_save_writes_under_the_current_directory_or_the_folder_given(tmp_path, m
         assert json.loads(json_file.read_text())[0]["model"] == "linear_regression"
 
 
+ISOLATED = """
+import json, os, sys
+import benchmarks
+benchmarks.configure_process()
+from benchmarks import isolate, timing
+from benchmarks.__main__ import main
+
+seen = []
+def child(x):
+    seen.append(x)  # the child's heap, not this one
+    return os.getpid(), 2 * x
+pid, value = isolate.run(child, 21)
+assert value == 42 and pid != os.getpid() and seen == [], (pid, value, seen)
+for fn, error in ((lambda: 1 / 0, ZeroDivisionError), (lambda: os._exit(3), isolate.CaseProcessDied)):
+    try:
+        isolate.run(fn)
+        raise AssertionError("no error")
+    except error as err:
+        message = str(err)
+assert "exit status 3" in message, message
+
+timing.MIN_BUDGET_ROUNDS = 2  # the short clock, as conftest's short_clock
+assert main(["--quick", "--models", "linear_regression", "--budget", "0.05", "--json", sys.argv[1]]) == 0
+assert not isolate.backends_started()  # the cases started JAX in their own processes only
+
+import jax.numpy as jnp
+jnp.ones(1).block_until_ready()
+try:
+    isolate.run(child, 1)
+    raise AssertionError("forked after JAX started")
+except RuntimeError as err:
+    assert "already started" in str(err)
+print("ok")
+"""
+
+
+def test_each_mode_runs_in_a_process_of_its_own(tmp_path):
+    """``python -m benchmarks`` forks a child per mode of each case, after the imports and
+    before JAX starts (benchmarks/isolate.py): values and exceptions come back, a child that
+    dies is named, the parent's JAX stays unstarted, and forking after JAX started is refused.
+    A fresh interpreter: this one's JAX started long ago (its main() calls run the cases in
+    this process).""" 
+    import subprocess
+    import sys
+
+    out = tmp_path / "isolated.json"
+    run = subprocess.run([sys.executable, "-c", ISOLATED, str(out)], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+    records = json.loads(out.read_text())
+    assert [(r["mode"], r["process"], r["error"]) for r in records] == [
+        ("forward", "own", None), ("train", "own", None)]
+    assert all(r["jax_ms"] > 0 and r["torch_eager_ms"] > 0 for r in records)
+    assert "processes: each mode of each model in a process of its own" in run.stdout
+
+
 def test_the_installed_benchmark_is_not_a_top_level_benchmarks_package():
     """The wheel installs the benchmark as flax_arch_benchmarks (setup.py maps the folder), so
     that it cannot shadow a user's own `benchmarks`."""
@@ -213,7 +275,7 @@ def test_the_installed_benchmark_is_not_a_top_level_benchmarks_package():
 def test_time_limit_reports_the_rest_as_skipped(tmp_path):
     out = tmp_path / "b.json"
     assert main(["--quick", "--models", "mlp,linear_regression", "--time-limit", "1e-6",
-                 "--json", str(out)]) == 0
+                 "--one-process", "--json", str(out)]) == 0
     records = json.loads(out.read_text())
     assert len(records) == 4
     assert all(r["skipped"].startswith("skipped: --time-limit") and r["error"] is None
