@@ -387,8 +387,9 @@ def _run(todo, args, opts, device, note, start, isolated=True):
 
     from tqdm import tqdm
 
-    from . import harness, isolate, report
+    from . import harness, isolate, report, steps
 
+    steps.preload()
     # the libraries' own objects (some 440,000) out of every later collection: each case
     # collects before it is timed and after each mode, 0.3-0.4 s a collection otherwise;
     # frozen before the forks, the children share their pages with this process
