@@ -487,6 +487,38 @@ def test_a_torch_nn_subclass_is_traced_through():
     assert isinstance(ported.norm, TracedModule)
 
 
+class CountedNorm(nn.BatchNorm2d):
+    """timm's BatchNormAct2d in short: a BatchNorm subclass (traced through, not a leaf)
+    that counts its batches in place and normalises by F.batch_norm with its buffers."""
+
+    def forward(self, x):
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, 0.1, self.eps)
+
+
+def test_a_buffers_in_place_update_runs_in_the_ported_program_not_at_port_time():
+    """fx hands a forward the real buffer unless told to proxy it: ``add_(1)`` then ran once
+    on the torch module while porting and never in the ported program (timm's
+    MobileNetV3, EfficientNet, RegNet, ... failed train-mode parity on every
+    ``num_batches_tracked``, the torch model's moved to 1 by ``port``)."""
+    torch_model = nn.Sequential(nn.Conv2d(3, 4, 3), CountedNorm(4)).double().train()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    before = {k: v.clone() for k, v in torch_model.state_dict().items()}
+    ported = port(torch_model, x, channels_last=False)
+    assert all(torch.equal(v, before[k]) for k, v in torch_model.state_dict().items())
+    for _ in range(2):
+        ours = ported(x.numpy())
+        ref = torch_model(x)
+    np.testing.assert_allclose(np.asarray(ours), ref.detach().numpy(), rtol=0, atol=1e-12)
+    state = torch_state_dict(ported)
+    assert int(state["1.num_batches_tracked"]) == 2 == int(torch_model[1].num_batches_tracked)
+    for key in ("1.running_mean", "1.running_var"):
+        np.testing.assert_allclose(state[key], torch_model.state_dict()[key].numpy(),
+                                   rtol=1e-13)
+
+
 COMPOSITIONS = {
     "gates": (Gates, [normal(2, 3, 8, 8)]),
     "direct": (Direct, [normal(2, 3, 5, 5)]),

@@ -23,6 +23,12 @@ def _tracers():
     import torch.fx as fx
 
     class Tracer(fx.Tracer):
+        # buffers as graph reads, as parameters are: with fx's default a buffer is the real
+        # tensor while tracing, and an in-place update in the forward (timm's BatchNormAct2d:
+        # ``self.num_batches_tracked.add_(1)``) ran once on the module at port time and never
+        # in the ported program
+        proxy_buffer_attributes = True
+
         def is_leaf_module(self, m, qualname):
             return _is_leaf(m)
 
