@@ -3,7 +3,8 @@
 A Conv with a bias followed by BatchNorm in train mode: BatchNorm subtracts the batch mean, so
 the bias's gradient is zero in exact arithmetic and rounding (~1e-17) on either side. Adam
 divides that rounding by eps (lr / eps = 1e5), so the two sides' biases step by different
-noise, ~1e-10: the check judges that parameter by what Adam can resolve from the gradients,
+noise, 3e-11 to 1.3e-10 a step (seeds 0-23; each step starts from the same weights on both
+sides): the check judges that parameter by what Adam can resolve from the gradients,
 and still fails where an Adam step really differs (a planted wrong beta on one side).
 """
 
@@ -39,7 +40,7 @@ def pair(seed: int):
     return port(net, torch.from_numpy(x)), net, x
 
 
-@pytest.mark.parametrize("seed", [1, 5])  # seeds whose bias steps differed by > 1e-10
+@pytest.mark.parametrize("seed", [1, 8])  # 8: a bias step differs by 1.3e-10
 def test_bias_before_batchnorm_passes_adam(seed):
     flax_net, net, x = pair(seed)
     report = assert_parity(flax_net, net, x, train=True)
@@ -50,11 +51,11 @@ def test_bias_before_batchnorm_passes_adam(seed):
 
 
 def test_the_bias_steps_do_differ_beyond_tolerance(monkeypatch):
-    """The case is real: compared plainly (no resolution), the biases after Adam differ by
-    more than 1e-10."""
+    """The case is real: compared plainly (no resolution), the biases after an Adam step
+    differ by more than 1e-10 (seed 8: 1.3e-10 after the first)."""
     monkeypatch.setattr(testing._AdamResolution, "add", lambda *args: None)
-    flax_net, net, x = pair(1)
-    with pytest.raises(AssertionError, match=r"conv\.bias after step 2: error"):
+    flax_net, net, x = pair(8)
+    with pytest.raises(AssertionError, match=r"conv\.bias after step 1: error"):
         assert_parity(flax_net, net, x, train=True, checks=("adam",))
 
 
