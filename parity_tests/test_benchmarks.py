@@ -225,7 +225,8 @@ for fn, error in ((lambda: 1 / 0, ZeroDivisionError), (lambda: os._exit(3), isol
 assert "exit status 3" in message, message
 
 timing.MIN_BUDGET_ROUNDS = 2  # the short clock, as conftest's short_clock
-assert main(["--quick", "--models", "linear_regression", "--budget", "0.05", "--json", sys.argv[1]]) == 0
+assert main(["--quick", "--models", "linear_regression", "--modes", "forward", "--budget", "0.05",
+             "--json", sys.argv[1]]) == 0
 assert not isolate.backends_started()  # the cases started JAX in their own processes only
 
 import jax.numpy as jnp
@@ -254,7 +255,7 @@ def test_each_mode_runs_in_a_process_of_its_own(tmp_path):
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
     records = json.loads(out.read_text())
     assert [(r["mode"], r["process"], r["error"]) for r in records] == [
-        ("forward", "own", None), ("train", "own", None)]
+        ("forward", "own", None)]
     assert all(r["jax_ms"] > 0 and r["torch_eager_ms"] > 0 for r in records)
     assert "processes: each mode of each model in a process of its own" in run.stdout
 
