@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             note(f"impossible batch size(s) skipped: {bad} (a batch holds at least 1 example)")
         batch_sizes = [b for b in dict.fromkeys(args.batch_size) if b >= 1]
 
-    # in a child where cases run in children: JAX's backends and torch's threads must not
-    # start in this process (benchmarks/isolate.py)
-    # (a program that started JAX before calling main() runs every case in its own process)
+    # each case in a child process (benchmarks/isolate.py): then JAX's backends and torch's
+    # threads must not start in this one, and the device is detected in a child too; a
+    # program that started JAX before calling main() runs every case in its own process
     isolated = (isolate.available() and not isolate.backends_started() and not args.port
                 and not args.one_process)
     device = isolate.run(detect) if isolated else detect()
@@ -396,8 +396,8 @@ def _run(todo, args, opts, device, note, start, isolated=True):
     gc.collect()
     gc.freeze()
     records = []
-    steps = [(case, mode) for case in todo for mode in args.modes]
-    with tqdm(steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    work = [(case, mode) for case in todo for mode in args.modes]
+    with tqdm(work, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
         for case, mode in bar:
             bar.set_postfix_str(f"{case.model} {mode} {case.dtype} "
                                 f"b={case.batch_size or 'default'}")

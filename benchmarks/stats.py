@@ -47,8 +47,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 __all__ = ["quartiles", "iqr", "relative_spread", "settled", "paired_ratios", "steady_rounds",
-           "usual_cpu_share", "median_ci", "half_width", "quotable", "precise", "drift", "other_cores", "verdict",
-           "geomean",
+           "usual_cpu_share", "median_ci", "half_width", "quotable", "precise", "drift",
+           "other_cores", "verdict", "geomean",
            "SETTLE_WINDOW", "SETTLE_TOL", "CONFIDENCE", "MIN_ROUNDS", "TARGET_HALF_WIDTH",
            "STABLE_WITHIN", "KEEP_CPU_SHARE", "MAX_OTHER_CORES"]
 
@@ -134,8 +134,8 @@ def usual_cpu_share(xs: Sequence[float]) -> float:
     ``n`` blocks reach (the second-highest up to 20 blocks, then the 90th percentile). A pause
     only lowers a block's ratio, so the top of the distribution is the undisturbed one even
     when most blocks were paused (the upper quartile was not: in a run under ``steal``, 13 of
-    17 of a case's JAX blocks ran paused at 0.8-0.9 against 1.6 and every one was kept); one
-    block more than its side's threads account for is not taken as the reference."""
+    17 of a case's JAX blocks ran paused at 0.8-0.9 against 1.6 and every one was kept), and
+    one stray high block does not become the reference."""
     if not xs:
         raise ValueError("the usual CPU share of no blocks")
     s = sorted(xs)

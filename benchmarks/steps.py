@@ -38,8 +38,8 @@ from . import flops
 from .device import DeviceInfo
 from .record import Case, Options
 
-__all__ = ["Pair", "JaxStep", "build_pair", "jax_forward", "jax_train", "WithLoss", "adam", "preload",
-           "torch_forward", "torch_train", "LEARNING_RATE"]
+__all__ = ["Pair", "JaxStep", "build_pair", "jax_forward", "jax_train", "WithLoss", "adam",
+           "preload", "torch_forward", "torch_train", "LEARNING_RATE"]
 
 LEARNING_RATE = 1e-3
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
