@@ -551,10 +551,14 @@ class _Run:
             t_opt = torch.optim.Adam(self.torch.parameters(), lr=_tolerances.ADAM_LR,
                                      eps=_tolerances.adam_eps(dtype))
         tx = _optax(optimizer, dtype)
-        # from torch's weights and buffers on both sides: the check before compared them, and
-        # its differences within tolerance would otherwise reach this check's statistics
-        load_torch_state_dict(self.flax, self.torch.state_dict())
-        graphdef, params, rest = nnx.split(self.flax, nnx.Param, ...)
+        def from_torch():
+            """torch's weights and buffers on both sides, split for the step."""
+            load_torch_state_dict(self.flax, self.torch.state_dict())
+            return nnx.split(self.flax, nnx.Param, ...)
+
+        # the check before compared the weights: its differences within tolerance would
+        # otherwise reach this check's statistics
+        graphdef, params, rest = from_torch()
         flat = _Flat(params)
         flat_params = flat(params)
         opt_state = self.jit.init(tx, flat_params)
@@ -592,8 +596,7 @@ class _Run:
                 # Adam steps in timm's RegNetX and EfficientNet)
                 self.compare_state(c, f" after step {step}",
                                    None if resolution is None else resolution.bound)
-                load_torch_state_dict(self.flax, self.torch.state_dict())
-                graphdef, params, rest = nnx.split(self.flax, nnx.Param, ...)
+                graphdef, params, rest = from_torch()
                 flat_params = flat(params)
                 if resolution is not None:
                     resolution.bound = {}
